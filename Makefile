@@ -1,0 +1,34 @@
+# Two commands: `make run` (daemon with a live demo) and `make test` (the whole suite).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
+LISTEN ?= tcp:18800:interface=127.0.0.1
+ARTIFACTS ?= test-artifacts
+
+.PHONY: run test lint bench conformance soak clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.run-deps: $(BIN)/python pyproject.toml setup.py
+	$(PIP) install -e . --config-settings editable_mode=compat
+	touch $@
+
+$(VENV)/.test-deps: $(BIN)/python pyproject.toml setup.py
+	$(PIP) install -e '.[test,bench]' --config-settings editable_mode=compat
+	touch $@ $(VENV)/.run-deps
+
+run: $(VENV)/.run-deps
+	$(BIN)/twistd --nodaemon --pidfile= cpstream --demo --listen $(LISTEN)
+
+lint: $(VENV)/.test-deps
+	$(BIN)/ruff check cpstream tests bench twisted
+	$(BIN)/ruff format --check cpstream tests bench twisted
+
+test: $(VENV)/.test-deps lint
+	mkdir -p $(ARTIFACTS)
+	$(BIN)/pytest -q -p no:randomly --junitxml=$(ARTIFACTS)/junit.xml
+
+clean:
+	rm -rf $(VENV) $(ARTIFACTS) build *.egg-info

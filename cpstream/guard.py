@@ -1,0 +1,180 @@
+"""Request policy for every HTTP request: the security defaults of DESIGN.md 7.
+
+A single operator and no accounts, so the dangers are other web pages and
+DNS rebinding: the ``Host`` must name this server, cross-origin pages may not
+mutate state or open streams, bodies must be JSON and small. The policy is
+checked before any routing, for REST, static files and WebSocket upgrades
+alike, and an oversized body is refused from its declared length before it is
+read.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from twisted.web.server import Request
+
+MAX_BODY = 1024 * 1024
+MUTATING = frozenset({b"POST", b"PUT", b"PATCH", b"DELETE"})
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "[::1]"})
+SAFE_FETCH_SITES = frozenset({b"same-origin", b"none"})
+
+
+class Refusal(Exception):
+    """A request the policy refuses, with its HTTP status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _split_host(value: str) -> tuple[str, int | None]:
+    """``host[:port]`` (IPv6 in brackets) into a lower-case name and a port."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        end = value.find("]")
+        name, rest = value[: end + 1], value[end + 1 :]
+    else:
+        name, _, rest = value.partition(":")
+        rest = ":" + rest if rest else ""
+    if not rest:
+        return name, None
+    if not rest.startswith(":") or not rest[1:].isdigit():
+        raise ValueError(value)
+    return name, int(rest[1:])
+
+
+class Guard:
+    """Decides whether a request may proceed; see the module docstring."""
+
+    def __init__(self, allowed_hosts: Iterable[str] = (), allowed_origins: Iterable[str] = ()):
+        self._allowed_hosts = {h.strip().lower() for h in allowed_hosts}
+        self._allowed_origins = {o.strip().lower().rstrip("/") for o in allowed_origins}
+
+    def check(self, request: Any) -> None:
+        """Raise :class:`Refusal` unless ``request`` may proceed."""
+        host = self._host(request)
+        if request.method == b"OPTIONS":
+            raise Refusal(405, "OPTIONS is not supported (no cross-origin access)")
+        upgrade = (request.getHeader(b"upgrade") or b"").lower() == b"websocket"
+        if upgrade or request.method in MUTATING:
+            self._check_origin(request, host)
+        if request.method in MUTATING:
+            site = request.requestHeaders.getRawHeaders(b"sec-fetch-site") or []
+            if any(value.strip().lower() not in SAFE_FETCH_SITES for value in site):
+                raise Refusal(403, "cross-site requests may not change anything")
+            self._check_content_type(request)
+
+    def _host(self, request: Any) -> str:
+        values = request.requestHeaders.getRawHeaders(b"host") or []
+        if len(values) != 1 or not values[0].strip():
+            raise Refusal(400, "exactly one Host header is required")
+        raw = values[0].decode("latin-1")
+        try:
+            name, port = _split_host(raw)
+        except ValueError:
+            raise Refusal(400, "malformed Host header") from None
+        local = request.getHost()
+        local_port = getattr(local, "port", None)
+        if port is None:
+            port = 80 if local_port is not None else None
+        if raw.strip().lower() in self._allowed_hosts or name in self._allowed_hosts:
+            return raw.strip().lower()
+        names = set(LOOPBACK_NAMES)
+        local_name = getattr(local, "host", None)
+        if local_name:
+            names.add(f"[{local_name}]" if ":" in local_name else local_name)
+        if name not in names or port != local_port:
+            raise Refusal(403, "this Host is not served here")
+        return raw.strip().lower()
+
+    def _check_origin(self, request: Any, host: str) -> None:
+        headers = request.requestHeaders
+        origins = (headers.getRawHeaders(b"origin") or []) + (
+            headers.getRawHeaders(b"sec-websocket-origin") or []
+        )
+        if len(origins) > 1:
+            raise Refusal(403, "more than one Origin header")
+        if not origins:
+            return  # curl, scripts: not a browser, so no cross-origin page behind it
+        origin = origins[0].decode("latin-1").strip().lower().rstrip("/")
+        if origin == f"http://{host}" or origin in self._allowed_origins:
+            return
+        raise Refusal(403, "cross-origin requests are not allowed")
+
+    def _check_content_type(self, request: Any) -> None:
+        declared = request.getHeader(b"content-type")
+        length = request.getHeader(b"content-length")
+        has_body = (length is not None and length.strip() not in (b"", b"0")) or (
+            request.getHeader(b"transfer-encoding") is not None
+        )
+        if declared is None and not has_body:
+            return
+        media = (declared or b"").split(b";")[0].strip().lower()
+        if media != b"application/json":
+            raise Refusal(415, "request bodies must be application/json")
+
+
+def refusal_body(status: int, message: str) -> bytes:
+    return json.dumps({"error": message}).encode("utf-8")
+
+
+class _Discard:
+    """Swallows a refused body."""
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def seek(self, *args: Any) -> int:
+        return 0
+
+    def read(self, *args: Any) -> bytes:
+        return b""
+
+    def close(self) -> None:
+        pass
+
+
+class LimitedRequest(Request):
+    """A request that refuses bodies over :data:`MAX_BODY` before reading them."""
+
+    refused = False
+
+    def gotLength(self, length: int | None) -> None:  # noqa: N802 (Twisted API)
+        if length is not None and length > MAX_BODY:
+            self._refuse()
+            return
+        super().gotLength(length)
+        self._received = 0
+
+    def handleContentChunk(self, data: bytes) -> None:  # noqa: N802 (Twisted API)
+        if self.refused:
+            return
+        self._received += len(data)
+        if self._received > MAX_BODY:
+            self._refuse()
+            return
+        super().handleContentChunk(data)
+
+    def process(self) -> None:
+        if not self.refused:
+            super().process()
+
+    def _refuse(self) -> None:
+        """Answer 413 at once and close, without reading the body."""
+        self.refused = True
+        old, self.content = self.content, _Discard()
+        if old is not None:
+            old.close()
+        body = refusal_body(413, f"request body over {MAX_BODY} bytes")
+        head = (
+            b"HTTP/1.1 413 Payload Too Large\r\n"
+            b"Content-Type: application/json\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n"
+            b"Connection: close\r\n\r\n"
+        )
+        self.channel.transport.write(head + body)
+        self.channel.loseConnection()

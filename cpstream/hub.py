@@ -1,0 +1,95 @@
+"""Fan-out of one stream kind to its subscribers; no I/O.
+
+``publish`` stamps a per-kind ``seq`` and a ``timestamp``, encodes the frame
+once and offers the same object to every subscription whose filter accepts the
+event. A subscription buffers at most ``size`` frames in a ``DeferredQueue``;
+the offer that would overflow it marks it lagged and empties it, so a stuck
+client costs a bounded amount of memory and is later resynchronised with a
+fresh snapshot instead of stale deltas.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import DeferredQueue, QueueOverflow
+from twisted.internet.interfaces import IReactorTime
+
+from cpstream.events import isotime
+
+Event = dict[str, Any]
+QUEUE_SIZE = 256
+
+
+def encode(event: Event) -> bytes:
+    """The compact UTF-8 JSON text of one frame."""
+    return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+class Subscription:
+    """One subscriber's bounded queue of encoded frames."""
+
+    def __init__(self, hub: Hub, accepts: Callable[[Event], bool], size: int) -> None:
+        self._hub = hub
+        self.accepts = accepts
+        self.queue: DeferredQueue = DeferredQueue(size=size)
+        self.lagged = False
+
+    def offer(self, frame: Any) -> None:
+        """Queue a frame, or mark the subscription lagged when the queue is full."""
+        if self.lagged:
+            return
+        try:
+            self.queue.put(frame)
+        except QueueOverflow:
+            self.lagged = True
+            self.queue.pending.clear()
+
+    def resynced(self) -> None:
+        """The subscriber got a fresh snapshot: forget the lag and anything queued."""
+        self.lagged = False
+        self.queue.pending.clear()
+
+    def cancel(self) -> None:
+        """Stop receiving frames."""
+        self._hub._subscriptions.pop(self, None)
+
+
+class Hub:
+    """The publish point of one stream kind (instances or messages)."""
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        prepare: Callable[[bytes], Any] = bytes,
+        queue_size: int = QUEUE_SIZE,
+    ) -> None:
+        self._clock = clock
+        self._prepare = prepare
+        self._queue_size = queue_size
+        self._subscriptions: dict[Subscription, None] = {}
+        self.seq = 0
+
+    def publish(self, event: Event) -> Event:
+        """Stamp, encode once and fan out one event; returns the stamped event."""
+        self.seq += 1
+        event = {**event, "seq": self.seq, "timestamp": isotime(self._clock.seconds())}
+        frame = None
+        for subscription in list(self._subscriptions):
+            if subscription.accepts(event):
+                if frame is None:
+                    frame = self._prepare(encode(event))
+                subscription.offer(frame)
+        return event
+
+    def subscribe(self, accepts: Callable[[Event], bool]) -> Subscription:
+        """A new subscription; take the snapshot in the same reactor turn."""
+        subscription = Subscription(self, accepts, self._queue_size)
+        self._subscriptions[subscription] = None
+        return subscription
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subscriptions)

@@ -1,0 +1,121 @@
+"""Where each instance's log lives, how it rotates, and how it is read.
+
+Children append to ``DATA/instances/NAME/logs/daemon.log`` directly. The file
+rotates by rename on every start (``daemon.log.1`` .. ``.5``) and by
+copy-then-truncate when it outgrows its cap while the child holds it open.
+Reading never loads a whole file: tails are read backwards in blocks.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+KEEP = 5
+SIZE_CAP = 16 * 1024 * 1024
+MAX_LINE = 64 * 1024
+CUT_MARKER = " [... line cut at 64 KiB]"
+_BLOCK = 64 * 1024
+
+
+def decode_line(raw: bytes, max_line: int = MAX_LINE) -> str:
+    """One log line as text: invalid UTF-8 replaced, over-long lines cut with a marker."""
+    if len(raw) > max_line:
+        return raw[:max_line].decode("utf-8", "replace") + CUT_MARKER
+    return raw.decode("utf-8", "replace")
+
+
+def read_tail(path: Path, count: int, max_line: int = MAX_LINE) -> tuple[list[str], int]:
+    """The last ``count`` complete lines and the offset just past the last of them.
+
+    Reads backwards from the end in blocks; a partial last line (no newline
+    yet) is left for later, so the offset points at its start.
+    """
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        return [], 0
+    with f:
+        end = f.seek(0, os.SEEK_END)
+        position, tail = end, b""
+        while position > 0:
+            step = min(_BLOCK, position)
+            position -= step
+            f.seek(position)
+            tail = f.read(step) + tail
+            enough = tail.count(b"\n") > count
+            if enough or len(tail) > max(count, 1) * (max_line + 1):
+                break
+    complete_end = tail.rfind(b"\n") + 1
+    offset = end - len(tail) + complete_end
+    raw_lines = tail[:complete_end].split(b"\n")[:-1]
+    if position > 0:
+        raw_lines = raw_lines[1:]  # may start mid-line
+    kept = raw_lines[-count:] if count > 0 else []
+    return [decode_line(line, max_line) for line in kept], offset
+
+
+def read_page(path: Path, first: int, count: int, max_line: int = MAX_LINE) -> list[str]:
+    """Complete lines ``first`` .. ``first + count - 1`` (0-based) from the start of the file."""
+    lines: list[str] = []
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        return lines
+    with f:
+        for number, raw in enumerate(f):
+            if not raw.endswith(b"\n"):
+                break
+            if number >= first:
+                lines.append(decode_line(raw[:-1], max_line))
+                if len(lines) == count:
+                    break
+    return lines
+
+
+class LogFiles:
+    """The log directory layout and rotation for every instance."""
+
+    def __init__(self, root: Path, keep: int = KEEP, size_cap: int = SIZE_CAP) -> None:
+        self._root = root
+        self.keep = keep
+        self.size_cap = size_cap
+
+    def path(self, name: str) -> Path:
+        """The current log file of instance ``name``."""
+        return self._root / "instances" / name / "logs" / "daemon.log"
+
+    def open_for_child(self, name: str) -> int:
+        """Rotate by rename, then open a fresh ``daemon.log`` for appending."""
+        path = self.path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists() and path.stat().st_size > 0:
+            self._shift(path)
+            path.rename(self._numbered(path, 1))
+        return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+
+    def cap(self, name: str) -> bool:
+        """Copy-then-truncate the log if it passed the size cap; ``True`` if it did."""
+        path = self.path(name)
+        try:
+            if path.stat().st_size <= self.size_cap:
+                return False
+        except FileNotFoundError:
+            return False
+        self._shift(path)
+        shutil.copyfile(path, self._numbered(path, 1))
+        os.truncate(path, 0)
+        return True
+
+    def _shift(self, path: Path) -> None:
+        """Make room for a new ``.1``: ``.4`` -> ``.5`` and so on; the oldest goes."""
+        self._numbered(path, self.keep).unlink(missing_ok=True)
+        for number in range(self.keep - 1, 0, -1):
+            older = self._numbered(path, number)
+            if older.exists():
+                older.rename(self._numbered(path, number + 1))
+
+    @staticmethod
+    def _numbered(path: Path, number: int) -> Path:
+        return path.with_name(f"{path.name}.{number}")

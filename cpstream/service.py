@@ -1,0 +1,107 @@
+"""The control plane service: children started and stopped in an explicit order.
+
+``MultiService`` alone starts and stops its children concurrently; the
+control plane needs an order. Start: listen, then adopt or start children,
+then seed the demo. Stop: stop listening, close the streams (bounded), stop
+the loops, close the store. Children are not killed by a stop: the next
+control plane adopts them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.application.service import MultiService, Service
+from twisted.internet import defer
+from twisted.internet.interfaces import IListeningPort
+from twisted.logger import Logger
+
+from cpstream.store import Store
+
+
+class WebService(Service):
+    """Listens on the configured endpoint; knows the URL children reach us at."""
+
+    log = Logger()
+
+    def __init__(self, endpoint: Any, site: Any) -> None:
+        self._endpoint = endpoint
+        self._site = site
+        self.port: IListeningPort | None = None
+
+    def startService(self) -> None:  # noqa: N802 (Twisted API)
+        """Listen; a failure (port in use) is raised at once so twistd exits with it."""
+        super().startService()
+        failures: list[Any] = []
+        listening = self._endpoint.listen(self._site)
+        listening.addCallbacks(self._listening, failures.append)
+        if failures:
+            failures[0].raiseException()
+
+    def _listening(self, port: IListeningPort) -> None:
+        self.port = port
+        self.log.info("cpstream listening on {url}", url=self.url)
+
+    @property
+    def url(self) -> str:
+        address = self.port.getHost() if self.port is not None else None
+        host = getattr(address, "host", "127.0.0.1")
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{getattr(address, 'port', 18800)}"
+
+    def stopService(self) -> defer.Deferred:  # noqa: N802 (Twisted API)
+        super().stopService()
+        port, self.port = self.port, None
+        return defer.maybeDeferred(port.stopListening) if port else defer.succeed(None)
+
+
+class ControlPlane(MultiService):
+    """The whole daemon: store, supervisor, messaging and web, in order."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        store: Store,
+        web: WebService,
+        supervisor: Any,
+        streams: Any = None,
+        workers: tuple[Service, ...] = (),
+        on_ready: tuple[Callable[[], Any], ...] = (),
+    ) -> None:
+        super().__init__()
+        self.store = store
+        self.web = web
+        self.supervisor = supervisor
+        self.streams = streams
+        self.workers = workers
+        self._on_ready = on_ready
+        for child in (web, supervisor, *workers):
+            child.setServiceParent(self)
+
+    def startService(self) -> None:  # noqa: N802 (Twisted API)
+        Service.startService(self)
+        self.web.startService()
+        self.supervisor.cp_url = self.web.url
+        self.supervisor.startService()
+        for worker in self.workers:
+            worker.startService()
+        for ready in self._on_ready:
+            ready()
+
+    @defer.inlineCallbacks
+    def stopService(self):  # noqa: N802 (Twisted API)
+        """Stop listening, close streams, stop loops, close the store — in that order."""
+        Service.stopService(self)
+        yield self.web.stopService()
+        if self.streams is not None:
+            yield self.streams.close_all()
+        for worker in reversed(self.workers):
+            yield worker.stopService()
+        yield self.supervisor.stopService()
+        self.store.close()
+        self.log.info("control plane stopped")

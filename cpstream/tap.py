@@ -1,0 +1,126 @@
+"""``twistd cpstream``: the options and the one composition root.
+
+``makeService`` builds every collaborator and wires them together; it is the
+only place that touches the global reactor.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from twisted.internet import endpoints
+from twisted.python import usage
+
+from cpstream.api import ControlAPI
+from cpstream.demo import seed_demo
+from cpstream.guard import Guard
+from cpstream.hub import Hub
+from cpstream.logfiles import LogFiles
+from cpstream.probe import HttpProbe
+from cpstream.registry import Registry
+from cpstream.service import ControlPlane, WebService
+from cpstream.store import Store
+from cpstream.supervisor import Supervisor, default_command
+from cpstream.web import ControlPlaneSite, build_root
+
+
+def _positive_float(value: str) -> float:
+    number = float(value)
+    if not number > 0:
+        raise ValueError("must be positive")
+    return number
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise ValueError("must be at least 1")
+    return number
+
+
+_positive_float.coerceDoc = "Must be a positive number."  # type: ignore[attr-defined]
+_positive_int.coerceDoc = "Must be a positive integer."  # type: ignore[attr-defined]
+
+
+class Options(usage.Options):
+    """Command-line options of ``twistd cpstream`` (and ``python -m cpstream``)."""
+
+    synopsis = "[options]"
+    longdesc = "A control plane for local agent processes, with live WebSocket streams."
+    optParameters = [
+        [
+            "listen",
+            None,
+            "tcp:18800:interface=127.0.0.1",
+            "Twisted server endpoint to listen on.",
+        ],
+        ["data-dir", None, "~/.cpstream", "Directory for the database and instance logs."],
+        [
+            "idle-timeout",
+            None,
+            90.0,
+            "Seconds without a client frame before a stream is closed.",
+            _positive_float,
+        ],
+        [
+            "max-connections",
+            None,
+            1024,
+            "Most WebSocket connections open at once.",
+            _positive_int,
+        ],
+    ]
+    optFlags = [
+        ["demo", None, "On an empty data dir, create and start two demo agents."],
+        ["echo", None, "Mount /ws/echo, a conformance-test endpoint (a test aid)."],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["allowed-origin"] = []
+        self["allowed-host"] = []
+
+    def opt_allowed_origin(self, origin: str) -> None:
+        """An extra Origin (scheme://host[:port]) allowed to mutate and open streams;
+        repeatable."""
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
+            raise usage.UsageError(f"--allowed-origin must look like http://host:port: {origin!r}")
+        self["allowed-origin"].append(origin)
+
+    def opt_allowed_host(self, host: str) -> None:
+        """An extra Host header value (host or host:port) to serve; repeatable."""
+        if not host or "/" in host or " " in host:
+            raise usage.UsageError(f"--allowed-host must be a host name: {host!r}")
+        self["allowed-host"].append(host)
+
+    def postOptions(self) -> None:  # noqa: N802 (Twisted API)
+        from twisted.internet import reactor
+
+        try:
+            endpoints.serverFromString(reactor, self["listen"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise usage.UsageError(
+                f"--listen: not a server endpoint: {self['listen']!r} ({e})"
+            ) from None
+        self["data-dir"] = Path(self["data-dir"]).expanduser()
+
+
+def makeService(config: Options, reactor: Any = None) -> ControlPlane:  # noqa: N802
+    """Build the control plane from parsed options."""
+    if reactor is None:
+        from twisted.internet import reactor
+    data_dir = Path(config["data-dir"]).expanduser()
+    store = Store.open(data_dir / "cp.db")
+    instances_hub = Hub(reactor)
+    registry = Registry(store, instances_hub, reactor, default_command())
+    logs = LogFiles(data_dir)
+    supervisor = Supervisor(reactor, registry, logs, HttpProbe(reactor))
+    api = ControlAPI(registry, supervisor, logs)
+    guard = Guard(config["allowed-host"], config["allowed-origin"])
+    site = ControlPlaneSite(build_root(api.app.resource()), guard)
+    web = WebService(endpoints.serverFromString(reactor, config["listen"]), site)
+    on_ready = (lambda: seed_demo(registry, supervisor),) if config["demo"] else ()
+    return ControlPlane(store, web, supervisor, on_ready=on_ready)

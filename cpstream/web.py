@@ -1,0 +1,71 @@
+"""The resource tree and the HTTP site: ``/api/`` (Klein), ``/ws/`` (streams), ``/`` (UI).
+
+The tree is built by hand so that every path has exactly one owner, and the
+site applies the request policy of :mod:`cpstream.guard` to every request
+before any resource sees it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from twisted.web.resource import IResource, Resource
+from twisted.web.server import Site
+from twisted.web.static import File
+
+from cpstream.guard import MUTATING, Guard, LimitedRequest, Refusal, refusal_body
+
+WEB_DIR = Path(__file__).parent / "web"
+SERVER_NAME = b"cpstream"
+
+
+class JSONError(Resource):
+    """Answers any request with one JSON error."""
+
+    isLeaf = True
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__()
+        self._status = status
+        self._message = message
+
+    def render(self, request: Any) -> bytes:
+        request.setResponseCode(self._status)
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"cache-control", b"no-store")
+        if self._status == 405:
+            request.setHeader(b"allow", b"GET, HEAD, POST, DELETE")
+        return refusal_body(self._status, self._message)
+
+
+class ControlPlaneSite(Site):
+    """A ``Site`` that checks the request policy before resolving any resource."""
+
+    requestFactory = LimitedRequest
+
+    def __init__(self, root: IResource, guard: Guard, **kwargs: Any) -> None:
+        super().__init__(root, **kwargs)
+        self._guard = guard
+
+    def getResourceFor(self, request: Any) -> IResource:  # noqa: N802 (Twisted API)
+        request.setHeader(b"server", SERVER_NAME)
+        try:
+            self._guard.check(request)
+        except Refusal as refusal:
+            return JSONError(refusal.status, refusal.message)
+        return super().getResourceFor(request)
+
+    def log(self, request: Any) -> None:
+        """Access-log changes and errors only; agents' polls would drown the rest."""
+        if request.method in MUTATING or request.code >= 400:
+            super().log(request)
+
+
+def build_root(api: IResource, streams: IResource | None = None) -> Resource:
+    """``/`` serves the UI files, ``/api/`` the REST API, ``/ws/`` the streams."""
+    root = File(str(WEB_DIR))
+    root.indexNames = ["index.html"]
+    root.putChild(b"api", api)
+    root.putChild(b"ws", streams if streams is not None else JSONError(404, "no such stream"))
+    return root

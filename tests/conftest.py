@@ -1,0 +1,91 @@
+"""Fixtures: the real reactor, temporary data dirs, an in-process control plane."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor as global_reactor
+
+from cpstream.tap import Options, makeService
+from tests.support import RUN_MARKER, Daemon, kill_processes_with
+
+# Every process a test starts (daemons and their instances) inherits this
+# marker, so that nothing outlives the session even when a test fails.
+os.environ[RUN_MARKER] = uuid.uuid4().hex
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _reap_session_processes() -> Any:
+    yield
+    kill_processes_with(RUN_MARKER, os.environ[RUN_MARKER])
+
+
+@pytest.fixture
+def reactor() -> Any:
+    return global_reactor
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "data"
+    path.mkdir()
+    return path
+
+
+class RunningControlPlane:
+    """A control plane built by ``makeService`` and listening on a free loopback port."""
+
+    def __init__(self, service: Any, data_dir: Path) -> None:
+        self.service = service
+        self.data_dir = data_dir
+
+    @property
+    def url(self) -> str:
+        return self.service.web.url
+
+    def api(self, path: str) -> str:
+        return f"{self.url}/api{path}"
+
+    @property
+    def registry(self) -> Any:
+        return self.service.supervisor._registry
+
+
+def build_control_plane(data_dir: Path, *args: str) -> Any:
+    options = Options()
+    options.parseOptions(
+        ["--listen", "tcp:0:interface=127.0.0.1", "--data-dir", str(data_dir), *args]
+    )
+    return makeService(options, reactor=global_reactor)
+
+
+@pytest_twisted.async_yield_fixture
+async def cp(data_dir: Path) -> AsyncIterator[RunningControlPlane]:
+    service = build_control_plane(data_dir)
+    service.startService()
+    running = RunningControlPlane(service, data_dir)
+    url = running.url
+    try:
+        yield running
+    finally:
+        if service.running:
+            await service.stopService()
+        kill_processes_with("CPSTREAM_URL", url)
+
+
+@pytest_twisted.async_yield_fixture
+async def daemon(data_dir: Path) -> AsyncIterator[Daemon]:
+    running = Daemon(data_dir)
+    await running.start()
+    url = running.url
+    try:
+        yield running
+    finally:
+        await running.stop()
+        kill_processes_with("CPSTREAM_URL", url)

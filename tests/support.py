@@ -1,0 +1,194 @@
+"""Helpers shared by the tests: waiting on the reactor, real daemons, cleanup."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import treq
+from twisted.internet import defer, task
+from twisted.internet import reactor as global_reactor
+from twisted.internet.protocol import ProcessProtocol
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN_MARKER = "CPSTREAM_TEST_RUN"
+ARTIFACTS = Path(os.environ.get("ARTIFACTS", ROOT / "test-artifacts"))
+
+
+async def wait_for(predicate: Any, timeout: float = 10.0, step: float = 0.02) -> Any:
+    """Poll ``predicate`` on the reactor (never blocking it) until truthy or timeout."""
+    deadline = global_reactor.seconds() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if global_reactor.seconds() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {predicate}")
+        await task.deferLater(global_reactor, step, lambda: None)
+
+
+def sleep(seconds: float) -> defer.Deferred:
+    """A Deferred that fires after ``seconds`` of reactor time."""
+    return task.deferLater(global_reactor, seconds, lambda: None)
+
+
+class ClockedReactor:
+    """Real processes and sockets from the reactor, time from a ``task.Clock``."""
+
+    def __init__(self, clock: task.Clock, real: Any = global_reactor) -> None:
+        self.clock = clock
+        self._real = real
+
+    def seconds(self) -> float:
+        return self.clock.seconds()
+
+    def callLater(self, *args: Any, **kwargs: Any) -> Any:  # noqa: N802 (Twisted API)
+        return self.clock.callLater(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+def processes_with(marker: str, value: str) -> list[int]:
+    """Pids of live processes whose environment has ``marker=value``."""
+    needle = f"{marker}={value}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                if needle in f.read().split(b"\0"):
+                    found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
+def kill_processes_with(marker: str, value: str) -> int:
+    """SIGKILL every process group holding ``marker=value``; how many processes had it."""
+    pids = processes_with(marker, value)
+    for pid in pids:
+        for kill in (os.killpg, os.kill):
+            try:
+                kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+    return len(pids)
+
+
+async def get_json(url: str, **kwargs: Any) -> tuple[int, Any]:
+    response = await treq.get(url, **kwargs)
+    return response.code, await response.json()
+
+
+async def post_json(url: str, body: Any = None, **kwargs: Any) -> tuple[int, Any]:
+    headers = kwargs.pop("headers", {})
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers.setdefault(b"Content-Type", [b"application/json"])
+    response = await treq.post(url, data=data, headers=headers, **kwargs)
+    return response.code, await response.json()
+
+
+async def delete_json(url: str, **kwargs: Any) -> tuple[int, Any]:
+    response = await treq.delete(url, **kwargs)
+    return response.code, await response.json()
+
+
+class _DaemonProtocol(ProcessProtocol):
+    def __init__(self, daemon: Daemon) -> None:
+        self._daemon = daemon
+        self.ended: defer.Deferred = defer.Deferred()
+
+    def outReceived(self, data: bytes) -> None:  # noqa: N802 (Twisted API)
+        self._daemon._output(data)
+
+    errReceived = outReceived
+
+    def processEnded(self, reason: Any) -> None:  # noqa: N802 (Twisted API)
+        self.ended.callback(reason.value)
+
+
+class Daemon:
+    """``twistd -n cpstream`` as a real child process on a free loopback port."""
+
+    def __init__(self, data_dir: Path, *args: str, port: int = 0) -> None:
+        self.data_dir = data_dir
+        self.args = args
+        self.port = port
+        self.output = b""
+        self.url = ""
+        self._listening: defer.Deferred | None = None
+        self._protocol: _DaemonProtocol | None = None
+
+    def _output(self, data: bytes) -> None:
+        self.output += data
+        match = re.search(rb"cpstream listening on (http://[\d.]+:(\d+))", self.output)
+        if match and self._listening is not None and not self._listening.called:
+            self.url = match.group(1).decode()
+            self.port = int(match.group(2))
+            self._listening.callback(self)
+
+    @property
+    def pid(self) -> int:
+        assert self._protocol is not None
+        return self._protocol.transport.pid
+
+    async def start(self, timeout: float = 30.0) -> Daemon:
+        self.output = b""
+        self._listening = defer.Deferred()
+        self._protocol = _DaemonProtocol(self)
+        argv = [
+            sys.executable,
+            "-m",
+            "cpstream",
+            "--data-dir",
+            str(self.data_dir),
+            "--listen",
+            f"tcp:{self.port}:interface=127.0.0.1",
+            *self.args,
+        ]
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        global_reactor.spawnProcess(self._protocol, sys.executable, argv, env=env, path=str(ROOT))
+        self._protocol.ended.addCallback(self._ended_early)
+        self._listening.addTimeout(timeout, global_reactor)
+        await self._listening
+        return self
+
+    def _ended_early(self, reason: Any) -> Any:
+        if self._listening is not None and not self._listening.called:
+            self._listening.errback(
+                AssertionError(f"daemon exited early: {self.output.decode(errors='replace')}")
+            )
+        return reason
+
+    async def stop(self, signum: int = signal.SIGTERM, timeout: float = 15.0) -> Any:
+        """Signal the daemon and wait for it to exit (SIGKILL after ``timeout``)."""
+        protocol = self._protocol
+        if protocol is None or protocol.ended.called:
+            return None
+        ended = defer.Deferred()
+        protocol.ended.addBoth(lambda r: (ended.callback(r), r)[1])
+        os.kill(self.pid, signum)
+        killer = global_reactor.callLater(timeout, self._kill)
+        try:
+            return await ended
+        finally:
+            if killer.active():
+                killer.cancel()
+
+    def _kill(self) -> None:
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def log_text(self) -> str:
+        return self.output.decode("utf-8", "replace")
