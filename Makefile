@@ -5,6 +5,7 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 LISTEN ?= tcp:18800:interface=127.0.0.1
 ARTIFACTS ?= test-artifacts
+LINTED := $(wildcard cpstream tests bench twisted)
 
 .PHONY: run test lint bench conformance soak clean
 
@@ -23,8 +24,8 @@ run: $(VENV)/.run-deps
 	$(BIN)/twistd --nodaemon --pidfile= cpstream --demo --listen $(LISTEN)
 
 lint: $(VENV)/.test-deps
-	$(BIN)/ruff check cpstream tests bench twisted
-	$(BIN)/ruff format --check cpstream tests bench twisted
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 
 test: $(VENV)/.test-deps lint
 	mkdir -p $(ARTIFACTS)
