@@ -18,6 +18,7 @@ from twisted.web.static import File
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from cpstream.logfiles import LogFiles, read_page, read_tail
+from cpstream.messaging import MAX_WAIT, Messaging, Refused
 from cpstream.registry import (
     IllegalTransition,
     InvalidInstance,
@@ -94,19 +95,26 @@ def conflict_message(error: Conflict, body: dict[str, Any]) -> str:
 
 
 class ControlAPI:
-    """Routes for instances, their lifecycle and their logs."""
+    """Routes for instances, their lifecycle, their logs, and messaging."""
 
     app = Klein()
 
-    def __init__(self, registry: Registry, supervisor: Supervisor, logs: LogFiles) -> None:
+    def __init__(
+        self, registry: Registry, supervisor: Supervisor, logs: LogFiles, messaging: Messaging
+    ) -> None:
         self._registry = registry
         self._supervisor = supervisor
         self._logs = logs
+        self._messaging = messaging
 
     # -- errors ------------------------------------------------------------
 
     @app.handle_errors(APIError)
     def _api_error(self, request: IRequest, failure: Failure) -> bytes:
+        return json_response(request, {"error": failure.value.message}, failure.value.status)
+
+    @app.handle_errors(Refused)
+    def _refused(self, request: IRequest, failure: Failure) -> bytes:
         return json_response(request, {"error": failure.value.message}, failure.value.status)
 
     @app.handle_errors(UnknownInstance)
@@ -247,3 +255,78 @@ class ControlAPI:
         resource = File(str(path))
         resource.type, resource.encoding = "text/plain; charset=utf-8", None
         return resource
+
+    # -- messaging ---------------------------------------------------------------
+
+    @app.route("/routing-rules", methods=["GET"])
+    def list_rules(self, request: IRequest) -> bytes:
+        return json_response(request, self._messaging.rules())
+
+    @app.route("/routing-rules", methods=["POST"])
+    def add_rule(self, request: IRequest) -> bytes:
+        return json_response(request, self._messaging.add_rule(json_body(request)), 201)
+
+    @app.route("/routing-rules/<string:rule_id>", methods=["DELETE"])
+    def delete_rule(self, request: IRequest, rule_id: str) -> bytes:
+        self._messaging.delete_rule(rule_id)
+        return json_response(request, {"id": rule_id, "status": "deleted"})
+
+    @app.route("/messages", methods=["POST"])
+    def send(self, request: IRequest) -> bytes:
+        status, body = self._messaging.send(json_body(request))
+        return json_response(request, body, status)
+
+    @app.route("/messages", methods=["GET"])
+    def search(self, request: IRequest) -> bytes:
+        found = self._messaging.search(
+            instance=str_arg(request, "instance"),
+            correlation_id=str_arg(request, "correlation_id"),
+            status=str_arg(request, "status"),
+            message_type=str_arg(request, "type"),
+            limit=int_arg(request, "limit", 100, 1, 1000),
+        )
+        return json_response(request, found)
+
+    @app.route("/messages/dead_letter", methods=["GET"])
+    def dead_letters(self, request: IRequest) -> bytes:
+        limit = int_arg(request, "limit", 100, 1, 1000)
+        return json_response(request, self._messaging.search(status="dead_letter", limit=limit))
+
+    @app.route("/messages/<string:message_id>", methods=["GET"])
+    def message(self, request: IRequest, message_id: str) -> bytes:
+        return json_response(request, self._messaging.get(message_id))
+
+    @app.route("/messages/<string:message_id>/acknowledge", methods=["POST"])
+    def acknowledge(self, request: IRequest, message_id: str) -> bytes:
+        return json_response(request, self._messaging.acknowledge(message_id))
+
+    @app.route("/messages/<string:message_id>/fail", methods=["POST"])
+    def fail(self, request: IRequest, message_id: str) -> bytes:
+        body = json_body(request, frozenset({"detail"}))
+        return json_response(request, self._messaging.fail(message_id, body.get("detail")))
+
+    @app.route("/messages/<string:message_id>/replay", methods=["POST"])
+    def replay(self, request: IRequest, message_id: str) -> bytes:
+        return json_response(request, self._messaging.replay(message_id))
+
+    @app.route("/instances/<string:name>/messages/pending", methods=["GET"])
+    def pending(self, request: IRequest, name: str) -> Any:
+        """Long-poll: the next message for ``name``, or ``{"message": null}`` after ``wait`` s."""
+        wait = int_arg(request, "wait", 0, 0, MAX_WAIT)
+        self._registry.get(name, archived_fallback=False)
+        waiting = self._messaging.receive(name, wait)
+        return waiting.addCallback(lambda message: json_response(request, {"message": message}))
+
+    @app.route("/instances/<string:name>/messages", methods=["GET"])
+    def instance_messages(self, request: IRequest, name: str) -> bytes:
+        instance = self._registry.get(name)
+        direction = str_arg(request, "direction")
+        if direction not in (None, "in", "out"):
+            raise APIError(400, "direction must be 'in' or 'out'")
+        found = self._messaging.search(
+            instance=instance.name,
+            direction=direction,
+            status=str_arg(request, "status"),
+            limit=int_arg(request, "limit", 100, 1, 1000),
+        )
+        return json_response(request, found)

@@ -73,9 +73,13 @@ class Hub:
         self.seq = 0
 
     def publish(self, event: Event) -> Event:
-        """Stamp, encode once and fan out one event; returns the stamped event."""
+        """Stamp, encode once and fan out one event; returns the stamped event.
+
+        An event that already carries the ``timestamp`` of its change keeps it.
+        """
         self.seq += 1
-        event = {**event, "seq": self.seq, "timestamp": isotime(self._clock.seconds())}
+        stamp = event.get("timestamp") or isotime(self._clock.seconds())
+        event = {**event, "seq": self.seq, "timestamp": stamp}
         frame = None
         for subscription in list(self._subscriptions):
             if subscription.accepts(event):

@@ -18,6 +18,7 @@ from cpstream.demo import seed_demo
 from cpstream.guard import Guard
 from cpstream.hub import Hub
 from cpstream.logfiles import LogFiles
+from cpstream.messaging import Messaging
 from cpstream.probe import HttpProbe
 from cpstream.registry import Registry
 from cpstream.service import ControlPlane, WebService
@@ -118,9 +119,10 @@ def makeService(config: Options, reactor: Any = None) -> ControlPlane:  # noqa: 
     registry = Registry(store, instances_hub, reactor, default_command())
     logs = LogFiles(data_dir)
     supervisor = Supervisor(reactor, registry, logs, HttpProbe(reactor))
-    api = ControlAPI(registry, supervisor, logs)
+    messaging = Messaging(store, Hub(reactor), reactor, registry)
+    api = ControlAPI(registry, supervisor, logs, messaging)
     guard = Guard(config["allowed-host"], config["allowed-origin"])
     site = ControlPlaneSite(build_root(api.app.resource()), guard)
     web = WebService(endpoints.serverFromString(reactor, config["listen"]), site)
-    on_ready = (lambda: seed_demo(registry, supervisor),) if config["demo"] else ()
-    return ControlPlane(store, web, supervisor, on_ready=on_ready)
+    on_ready = (lambda: seed_demo(registry, supervisor, messaging),) if config["demo"] else ()
+    return ControlPlane(store, web, supervisor, workers=(messaging,), on_ready=on_ready)
