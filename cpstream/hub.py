@@ -78,8 +78,9 @@ class Hub:
         An event that already carries the ``timestamp`` of its change keeps it.
         """
         self.seq += 1
-        stamp = event.get("timestamp") or isotime(self._clock.seconds())
-        event = {**event, "seq": self.seq, "timestamp": stamp}
+        fields = dict(event)
+        stamp = fields.pop("timestamp", None) or isotime(self._clock.seconds())
+        event = {**fields, "seq": self.seq, "timestamp": stamp}
         frame = None
         for subscription in list(self._subscriptions):
             if subscription.accepts(event):

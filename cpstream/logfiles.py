@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import BinaryIO
 
 KEEP = 5
 SIZE_CAP = 16 * 1024 * 1024
@@ -27,26 +28,32 @@ def decode_line(raw: bytes, max_line: int = MAX_LINE) -> str:
 
 
 def read_tail(path: Path, count: int, max_line: int = MAX_LINE) -> tuple[list[str], int]:
-    """The last ``count`` complete lines and the offset just past the last of them.
-
-    Reads backwards from the end in blocks; a partial last line (no newline
-    yet) is left for later, so the offset points at its start.
-    """
+    """The last ``count`` complete lines of the file at ``path``; see :func:`tail_of`."""
     try:
         f = open(path, "rb")
     except FileNotFoundError:
         return [], 0
     with f:
-        end = f.seek(0, os.SEEK_END)
-        position, tail = end, b""
-        while position > 0:
-            step = min(_BLOCK, position)
-            position -= step
-            f.seek(position)
-            tail = f.read(step) + tail
-            enough = tail.count(b"\n") > count
-            if enough or len(tail) > max(count, 1) * (max_line + 1):
-                break
+        return tail_of(f, count, max_line)
+
+
+def tail_of(f: BinaryIO, count: int, max_line: int = MAX_LINE) -> tuple[list[str], int]:
+    """The last ``count`` complete lines of an open file and the offset just past them.
+
+    Reads backwards from the end in blocks, never the whole file; a partial
+    last line (no newline yet) is left for later, so the offset points at its
+    start.
+    """
+    fd = f.fileno()
+    end = os.fstat(fd).st_size
+    position, tail = end, b""
+    while position > 0:
+        step = min(_BLOCK, position)
+        position -= step
+        tail = os.pread(fd, step, position) + tail
+        enough = tail.count(b"\n") > count
+        if enough or len(tail) > max(count, 1) * (max_line + 1):
+            break
     complete_end = tail.rfind(b"\n") + 1
     offset = end - len(tail) + complete_end
     raw_lines = tail[:complete_end].split(b"\n")[:-1]

@@ -82,6 +82,7 @@ class Instance:
     def to_stream(self) -> dict[str, Any]:
         """The shape of an instance inside a ``/ws/instances`` snapshot."""
         return {
+            "id": self.id,
             "name": self.name,
             "status": self.shown_status,
             "port": self.port,
@@ -218,7 +219,9 @@ class Registry:
         self._store.insert_instance(instance.to_record())
         self._by_id[instance.id] = instance
         self._hub.publish(
-            instance_event("instance_created", name, port=port, status=instance.status)
+            instance_event(
+                "instance_created", name, id=instance.id, port=port, status=instance.status
+            )
         )
         return instance
 
@@ -252,7 +255,12 @@ class Registry:
         instance.status, instance.pid, instance.started_at = status, pid, started_at
         self._hub.publish(
             instance_event(
-                "status_changed", instance.name, status=status, pid=pid, started_at=started_at
+                "status_changed",
+                instance.name,
+                id=instance.id,
+                status=status,
+                pid=pid,
+                started_at=started_at,
             )
         )
 
@@ -265,7 +273,7 @@ class Registry:
         now = self._now()
         self._store.update_instance(instance.id, archived_at=now)
         instance.archived_at = now
-        self._hub.publish(instance_event("instance_archived", instance.name))
+        self._hub.publish(instance_event("instance_archived", instance.name, id=instance.id))
 
     def unarchive(self, instance: Instance) -> None:
         """Bring an archived instance back; :class:`Conflict` if its name or port is taken."""
@@ -275,7 +283,11 @@ class Registry:
         instance.archived_at, instance.status, instance.pid = None, "stopped", None
         self._hub.publish(
             instance_event(
-                "instance_unarchived", instance.name, port=instance.port, status=instance.status
+                "instance_unarchived",
+                instance.name,
+                id=instance.id,
+                port=instance.port,
+                status=instance.status,
             )
         )
 
@@ -287,7 +299,7 @@ class Registry:
             )
         self._store.delete_instance(instance.id)
         del self._by_id[instance.id]
-        self._hub.publish(instance_event("instance_deleted", instance.name))
+        self._hub.publish(instance_event("instance_deleted", instance.name, id=instance.id))
 
     def _free_port(self) -> int:
         taken = {i.port for i in self.active()}

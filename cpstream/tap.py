@@ -18,11 +18,13 @@ from cpstream.demo import seed_demo
 from cpstream.guard import Guard
 from cpstream.hub import Hub
 from cpstream.logfiles import LogFiles
+from cpstream.logtail import LogTails
 from cpstream.messaging import Messaging
 from cpstream.probe import HttpProbe
 from cpstream.registry import Registry
 from cpstream.service import ControlPlane, WebService
 from cpstream.store import Store
+from cpstream.streams import Streams, build_streams, prepare_frame
 from cpstream.supervisor import Supervisor, default_command
 from cpstream.web import ControlPlaneSite, build_root
 
@@ -115,14 +117,34 @@ def makeService(config: Options, reactor: Any = None) -> ControlPlane:  # noqa: 
         from twisted.internet import reactor
     data_dir = Path(config["data-dir"]).expanduser()
     store = Store.open(data_dir / "cp.db")
-    instances_hub = Hub(reactor)
+    instances_hub = Hub(reactor, prepare=prepare_frame)
+    messages_hub = Hub(reactor, prepare=prepare_frame)
     registry = Registry(store, instances_hub, reactor, default_command())
     logs = LogFiles(data_dir)
     supervisor = Supervisor(reactor, registry, logs, HttpProbe(reactor))
-    messaging = Messaging(store, Hub(reactor), reactor, registry)
+    messaging = Messaging(store, messages_hub, reactor, registry)
     api = ControlAPI(registry, supervisor, logs, messaging)
+    streams = Streams(reactor, config["idle-timeout"], config["max-connections"])
+    tails = LogTails(reactor, inotify=_inotify(reactor))
+    ws = build_streams(streams, registry, instances_hub, messaging, messages_hub, logs, tails)
     guard = Guard(config["allowed-host"], config["allowed-origin"])
-    site = ControlPlaneSite(build_root(api.app.resource()), guard)
+    site = ControlPlaneSite(build_root(api.app.resource(), ws), guard)
     web = WebService(endpoints.serverFromString(reactor, config["listen"]), site)
     on_ready = (lambda: seed_demo(registry, supervisor, messaging),) if config["demo"] else ()
-    return ControlPlane(store, web, supervisor, workers=(messaging,), on_ready=on_ready)
+    return ControlPlane(
+        store, web, supervisor, streams=streams, workers=(messaging,), on_ready=on_ready
+    )
+
+
+def _inotify(reactor: Any) -> Any:
+    """An inotify reader on Linux; ``None`` (poll only) where there is none."""
+    try:
+        from twisted.internet.inotify import INotify
+    except ImportError:
+        return None
+    try:
+        notifier = INotify(reactor)
+    except Exception:
+        return None
+    notifier.startReading()
+    return notifier

@@ -64,6 +64,7 @@ def test_create_stores_and_publishes(registry, hub, store):
         {
             "type": "instance_created",
             "name": "a1",
+            "id": instance.id,
             "port": 18850,
             "status": "stopped",
             "seq": 1,

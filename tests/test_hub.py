@@ -1,0 +1,83 @@
+"""The hub: per-kind seq, one encoding per event, filters, bounded queues and lag."""
+
+from __future__ import annotations
+
+import json
+
+from twisted.internet.task import Clock
+
+from cpstream.hub import Hub
+
+
+def test_publish_stamps_seq_and_timestamp():
+    """Each publish gets the next seq and an ISO 8601 UTC timestamp with microseconds."""
+    clock = Clock()
+    clock.advance(1_790_000_000.25)
+    hub = Hub(clock)
+    first = hub.publish({"type": "x"})
+    second = hub.publish({"type": "y", "timestamp": "2026-01-01T00:00:00.000001Z"})
+    assert (first["seq"], second["seq"], hub.seq) == (1, 2, 2)
+    assert first["timestamp"] == "2026-09-21T14:13:20.250000Z"
+    assert second["timestamp"] == "2026-01-01T00:00:00.000001Z"
+    assert list(second) == ["type", "seq", "timestamp"]
+
+
+def test_each_event_is_encoded_once_for_all_subscribers():
+    """One prepared frame object is shared by every matching subscriber."""
+    prepared = []
+
+    def prepare(payload):
+        prepared.append(payload)
+        return ("frame", payload)
+
+    hub = Hub(Clock(), prepare=prepare)
+    subs = [hub.subscribe(lambda e: True) for _ in range(5)]
+    hub.publish({"type": "x"})
+    assert len(prepared) == 1
+    frames = [s.queue.pending[0] for s in subs]
+    assert all(f is frames[0] for f in frames)
+    assert json.loads(frames[0][1])["seq"] == 1
+
+
+def test_no_subscriber_no_encoding():
+    """An event nobody wants is never encoded."""
+    prepared = []
+    hub = Hub(Clock(), prepare=lambda p: prepared.append(p) or p)
+    hub.subscribe(lambda e: e["type"] == "wanted")
+    hub.publish({"type": "unwanted"})
+    assert prepared == []
+
+
+def test_filters_choose_subscribers():
+    """A subscription only receives the events its filter accepts."""
+    hub = Hub(Clock())
+    evens = hub.subscribe(lambda e: e["n"] % 2 == 0)
+    for n in range(6):
+        hub.publish({"type": "x", "n": n})
+    assert [json.loads(f)["n"] for f in evens.queue.pending] == [0, 2, 4]
+
+
+def test_overflow_marks_lagged_and_empties_the_queue():
+    """The put that overflows 256 frames marks the subscription lagged and drops its queue."""
+    hub = Hub(Clock())
+    sub = hub.subscribe(lambda e: True)
+    for n in range(256):
+        hub.publish({"type": "x", "n": n})
+    assert not sub.lagged and len(sub.queue.pending) == 256
+    hub.publish({"type": "x", "n": 256})
+    assert sub.lagged and len(sub.queue.pending) == 0
+    for n in range(1000):
+        hub.publish({"type": "x", "n": n})
+    assert len(sub.queue.pending) == 0
+    sub.resynced()
+    hub.publish({"type": "x", "n": 0})
+    assert not sub.lagged and len(sub.queue.pending) == 1
+
+
+def test_cancel_stops_delivery():
+    """A cancelled subscription receives nothing more."""
+    hub = Hub(Clock())
+    sub = hub.subscribe(lambda e: True)
+    sub.cancel()
+    hub.publish({"type": "x"})
+    assert hub.subscribers == 0 and len(sub.queue.pending) == 0

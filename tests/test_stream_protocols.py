@@ -1,0 +1,218 @@
+"""Stream protocols without sockets: iosim transports, time on a task.Clock.
+
+Autobahn's own handshake timers run on txaio's global loop, so they are
+turned off here (timeouts 0); everything else (idle timeout, batching, the
+500 ms poll) runs on the Clock.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.test import iosim
+
+from cpstream.hub import Hub
+from cpstream.logfiles import LogFiles
+from cpstream.logtail import LogTails
+from cpstream.registry import Registry
+from cpstream.store import Store
+from cpstream.streams import (
+    InstancesProtocol,
+    LogsProtocol,
+    StreamFactory,
+    Streams,
+    StreamSettings,
+    prepare_frame,
+)
+
+NO_TIMERS = StreamSettings(open_handshake_timeout=0, close_handshake_timeout=0)
+
+
+class Client(WebSocketClientProtocol):
+    def onConnect(self, response):  # noqa: N802 (Autobahn API)
+        self.frames = []
+        self.close = None
+
+    def onMessage(self, payload, isBinary):  # noqa: N802 (Autobahn API)
+        self.frames.append(json.loads(payload))
+
+    def onClose(self, wasClean, code, reason):  # noqa: N802 (Autobahn API)
+        self.close = (self.remoteCloseCode, self.remoteCloseReason)
+
+
+class World:
+    def __init__(self, tmp_path) -> None:
+        self.clock = Clock()
+        self.clock.advance(1_790_000_000)
+        self.store = Store.open(tmp_path / "cp.db")
+        self.hub = Hub(self.clock, prepare=prepare_frame)
+        self.registry = Registry(self.store, self.hub, self.clock, ["agent"])
+        self.logs = LogFiles(tmp_path)
+        self.tails = LogTails(self.clock)
+        self.streams = Streams(self.clock, idle_timeout=90, settings=NO_TIMERS)
+        self.pumps = []
+
+    def factory(self, protocol):
+        return StreamFactory(
+            protocol,
+            self.streams,
+            registry=self.registry,
+            hub=self.hub,
+            logs=self.logs,
+            tails=self.tails,
+        )
+
+    def connect(self, protocol, path):
+        server = self.factory(protocol).buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+        client_factory = WebSocketClientFactory(f"ws://127.0.0.1:18800{path}")
+        client_factory.protocol = Client
+        client_factory.setProtocolOptions(openHandshakeTimeout=0, closeHandshakeTimeout=0)
+        client = client_factory.buildProtocol(None)
+        pump = iosim.connect(
+            server,
+            iosim.makeFakeServer(server),
+            client,
+            iosim.makeFakeClient(client),
+        )
+        self.pumps.append(pump)
+        return server, client, pump
+
+    def advance(self, seconds, step=0.05):
+        steps = round(seconds / step)
+        for _ in range(steps):
+            self.clock.advance(step)
+            for pump in self.pumps:
+                pump.flush()
+
+
+@pytest.fixture
+def world(tmp_path):
+    return World(tmp_path)
+
+
+def test_idle_connection_is_closed_after_the_timeout(world):
+    """90 s without a client frame closes with 1001 'idle timeout'."""
+    server, client, pump = world.connect(InstancesProtocol, "/ws/instances")
+    assert client.frames[0]["type"] == "snapshot"
+    world.advance(89.9, step=0.1)
+    assert client.close is None
+    world.advance(0.2, step=0.1)
+    assert client.close == (1001, "idle timeout")
+
+
+def test_every_inbound_frame_resets_the_idle_timer(world):
+    """Pings (application and WebSocket level) keep a connection alive."""
+    server, client, pump = world.connect(InstancesProtocol, "/ws/instances")
+    for _ in range(3):
+        world.advance(60, step=1)
+        client.sendMessage(json.dumps({"type": "ping"}).encode())
+        pump.flush()
+    world.advance(60, step=1)
+    client.sendPing(b"x")
+    pump.flush()
+    world.advance(60, step=1)
+    assert client.close is None
+    assert [f["type"] for f in client.frames].count("pong") == 3
+    world.advance(31, step=1)
+    assert client.close == (1001, "idle timeout")
+
+
+def test_log_lines_are_batched_in_a_100ms_window(world):
+    """Lines written close together arrive in one frame, 100 ms after the first is seen."""
+    world.registry.create("a")
+    path = world.logs.path("a")
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"")
+    server, client, pump = world.connect(LogsProtocol, "/ws/instances/a/logs")
+    assert client.frames == [{"type": "backlog", "lines": [], "count": 0}]
+    with open(path, "ab") as f:
+        f.write(b"one\n")
+    world.advance(0.5)
+    with open(path, "ab") as f:
+        f.write(b"two\nthree\n")
+    server._pump()
+    world.advance(0.05)
+    assert len(client.frames) == 1
+    world.advance(0.05)
+    assert client.frames[1:] == [{"type": "lines", "lines": ["one", "two", "three"], "count": 3}]
+
+
+def test_partial_lines_wait_for_their_newline(world):
+    """A line without its newline is held back until it is complete."""
+    world.registry.create("a")
+    path = world.logs.path("a")
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"")
+    server, client, pump = world.connect(LogsProtocol, "/ws/instances/a/logs")
+    with open(path, "ab") as f:
+        f.write(b"half a li")
+    world.advance(1.0)
+    assert len(client.frames) == 1
+    with open(path, "ab") as f:
+        f.write(b"ne\n")
+    world.advance(1.0)
+    assert client.frames[1]["lines"] == ["half a line"]
+
+
+def test_viewer_leaving_with_a_batch_pending(world):
+    """A viewer that disconnects mid-batch leaves no timer, no watcher and no error."""
+    world.registry.create("a")
+    path = world.logs.path("a")
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"")
+    server, client, pump = world.connect(LogsProtocol, "/ws/instances/a/logs")
+    with open(path, "ab") as f:
+        f.write(b"pending\n")
+    world.advance(0.5, step=0.5)
+    assert server._batch == ["pending"] and server._timer is not None
+    client.transport.loseConnection()
+    pump.flush()
+    assert world.tails.watching == 0
+    assert world.clock.getDelayedCalls() == []
+    assert world.streams.connections == set()
+
+
+def test_a_paused_log_viewer_reads_nothing_and_loses_nothing(world):
+    """While paused a viewer leaves its offset alone; on resume it catches up exactly."""
+    world.registry.create("a")
+    path = world.logs.path("a")
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"")
+    server, client, pump = world.connect(LogsProtocol, "/ws/instances/a/logs")
+    server.pauseProducing()
+    with open(path, "ab") as f:
+        f.write(b"".join(b"line %d\n" % i for i in range(5000)))
+    world.advance(2.0)
+    assert server._cursor.offset == 0 and server._batch == []
+    server.resumeProducing()
+    world.advance(1.0)
+    lines = [line for f in client.frames[1:] for line in f["lines"]]
+    assert lines == [f"line {i}" for i in range(5000)]
+    assert all(f["count"] <= 2000 for f in client.frames[1:])
+
+
+def test_pings_while_paused_are_answered_once_on_resume(world):
+    """A client that pings but never reads cannot grow the server's buffer with pongs."""
+    server, client, pump = world.connect(InstancesProtocol, "/ws/instances")
+    server.pauseProducing()
+    for _ in range(100):
+        client.sendMessage(json.dumps({"type": "ping"}).encode())
+    pump.flush()
+    assert [f["type"] for f in client.frames] == ["snapshot"]
+    server.resumeProducing()
+    pump.flush()
+    assert [f["type"] for f in client.frames] == ["snapshot", "pong"]
+
+
+def test_a_client_paused_for_a_minute_is_aborted(world):
+    """A transport that stays paused for 60 s is aborted; its reconnect gets a snapshot."""
+    server, client, pump = world.connect(InstancesProtocol, "/ws/instances")
+    server.pauseProducing()
+    world.advance(59, step=1)
+    assert world.streams.connections == {server}
+    world.advance(2, step=1)
+    assert world.streams.connections == set()
