@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet import reactor as global_reactor
+from twisted.logger import formatEvent, globalLogPublisher
 
 from cpstream.tap import Options, makeService
 from tests.support import RUN_MARKER, Daemon, kill_processes_with
@@ -24,6 +25,22 @@ os.environ[RUN_MARKER] = uuid.uuid4().hex
 def _reap_session_processes() -> Any:
     yield
     kill_processes_with(RUN_MARKER, os.environ[RUN_MARKER])
+
+
+@pytest.fixture(autouse=True)
+def _no_logged_errors(request: pytest.FixtureRequest) -> Any:
+    """Fail any test during which something logged an error it did not expect."""
+    errors: list[str] = []
+
+    def observe(event: dict) -> None:
+        if event.get("log_failure") is not None or event.get("isError"):
+            errors.append(formatEvent(event) + "\n" + str(event.get("log_failure", "")))
+
+    globalLogPublisher.addObserver(observe)
+    yield errors
+    globalLogPublisher.removeObserver(observe)
+    if not request.node.get_closest_marker("logs_errors"):
+        assert not errors, "errors were logged:\n" + "\n".join(errors)
 
 
 @pytest.fixture

@@ -165,8 +165,9 @@ async def test_never_healthy_start_becomes_unhealthy(tmp_path):
         setup.kill_all()
 
 
+@pytest.mark.logs_errors
 @pytest_twisted.ensureDeferred
-async def test_a_probe_that_raises_does_not_kill_the_health_loop(tmp_path):
+async def test_a_probe_that_raises_does_not_kill_the_health_loop(tmp_path, _no_logged_errors):
     """An exception from the probe counts as unhealthy and the loop keeps running."""
     calls = []
 
@@ -185,6 +186,7 @@ async def test_a_probe_that_raises_does_not_kill_the_health_loop(tmp_path):
         setup.clock.advance(1.0)
         assert instance.status == "unhealthy" and len(calls) >= 3
         assert setup.supervisor._loop.running
+        assert "probe exploded" in _no_logged_errors[0]
     finally:
         setup.kill_all()
 
