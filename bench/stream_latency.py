@@ -1,0 +1,91 @@
+"""Latency of the streams as an operator sees it, against a real daemon.
+
+* REST lifecycle call -> its delta on ``/ws/instances`` (POST create, 20 times)
+* log line appended -> its ``lines`` frame on ``/ws/instances/NAME/logs`` (20 lines)
+
+Prints median and worst of each, in milliseconds:
+
+    .venv/bin/python bench/stream_latency.py [--count 20] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from twisted.internet import defer, task
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.support import Daemon, post_json, sleep  # noqa: E402
+from tests.wsclient import WSClient  # noqa: E402
+
+
+async def measure(reactor, count: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        daemon = Daemon(Path(tmp))
+        await daemon.start()
+        try:
+            instances = await WSClient.connect(daemon.url, "/ws/instances")
+            await instances.frame()
+            rest = []
+            for n in range(count):
+                started = time.perf_counter()
+                d = defer.ensureDeferred(
+                    post_json(
+                        daemon.url + "/api/instances", {"name": f"lat-{n}", "port": 19000 + n}
+                    )
+                )
+                frame = await instances.frame()
+                rest.append((time.perf_counter() - started) * 1000)
+                assert frame["type"] == "instance_created", frame
+                await d
+            log_path = Path(tmp) / "instances" / "lat-0" / "logs" / "daemon.log"
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            log_path.touch()
+            logs = await WSClient.connect(daemon.url, "/ws/instances/lat-0/logs")
+            await logs.frame()
+            appended = []
+            for n in range(count):
+                started = time.perf_counter()
+                with open(log_path, "ab") as f:
+                    f.write(b"latency probe %d\n" % n)
+                frame = await logs.frame(timeout=5)
+                appended.append((time.perf_counter() - started) * 1000)
+                assert frame["lines"] == [f"latency probe {n}"], frame
+                await sleep(0.05)
+            await instances.close()
+            await logs.close()
+        finally:
+            await daemon.stop()
+    return {
+        "rest_to_delta_ms": {"median": statistics.median(rest), "worst": max(rest)},
+        "append_to_lines_ms": {"median": statistics.median(appended), "worst": max(appended)},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=20)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    async def run(reactor):
+        result = await measure(reactor, args.count)
+        if args.json:
+            print(json.dumps(result))
+        else:
+            for name, figures in result.items():
+                median, worst = figures["median"], figures["worst"]
+                print(f"{name:22} median {median:7.1f} ms   worst {worst:7.1f} ms   (n={args.count})")
+
+    task.react(lambda reactor: defer.ensureDeferred(run(reactor)))
+
+
+if __name__ == "__main__":
+    main()
