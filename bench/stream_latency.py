@@ -82,7 +82,7 @@ def main() -> None:
         else:
             for name, figures in result.items():
                 median, worst = figures["median"], figures["worst"]
-                print(f"{name:22} median {median:7.1f} ms   worst {worst:7.1f} ms   (n={args.count})")
+                print(f"{name:22} median {median:7.1f} ms  worst {worst:7.1f} ms  n={args.count}")
 
     task.react(lambda reactor: defer.ensureDeferred(run(reactor)))
 
