@@ -36,10 +36,18 @@ class Subscription:
         self.accepts = accepts
         self.queue: DeferredQueue = DeferredQueue(size=size)
         self.lagged = False
+        self.deliver: Callable[[Any], None] | None = None
 
     def offer(self, frame: Any) -> None:
-        """Queue a frame, or mark the subscription lagged when the queue is full."""
+        """Hand a frame to a ready subscriber, else queue it; overflow marks the lag.
+
+        ``deliver`` is set by the subscriber while it can write at once and has
+        nothing queued (the common case); otherwise frames wait in the queue.
+        """
         if self.lagged:
+            return
+        if self.deliver is not None and not self.queue.pending:
+            self.deliver(frame)
             return
         try:
             self.queue.put(frame)
@@ -71,6 +79,7 @@ class Hub:
         self._queue_size = queue_size
         self._subscriptions: dict[Subscription, None] = {}
         self.seq = 0
+        self.timing: Callable[[], float] | None = None
 
     def publish(self, event: Event) -> Event:
         """Stamp, encode once and fan out one event; returns the stamped event.
@@ -81,6 +90,8 @@ class Hub:
         fields = dict(event)
         stamp = fields.pop("timestamp", None) or isotime(self._clock.seconds())
         event = {**fields, "seq": self.seq, "timestamp": stamp}
+        if self.timing is not None:
+            event["mono"] = self.timing()  # bench only: publish-to-read latency
         frame = None
         for subscription in list(self._subscriptions):
             if subscription.accepts(event):

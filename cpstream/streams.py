@@ -44,6 +44,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 
+from cpstream import wire
 from cpstream.hub import Event, encode
 from cpstream.logtail import ROTATED
 from cpstream.registry import UnknownInstance
@@ -321,18 +322,23 @@ class StreamProtocol(WebSocketServerProtocol):
 
 
 class HubStream(StreamProtocol):
-    """A snapshot, then the hub's deltas; a lagged subscriber is resynced with a snapshot."""
+    """A snapshot, then the hub's deltas; a lagged subscriber is resynced with a snapshot.
+
+    While the transport accepts data the hub hands each frame straight to
+    :meth:`_write_frame` (the subscription's ``deliver``); while it is paused
+    frames wait in the subscription's bounded queue, drained in one write on
+    resume.
+    """
 
     def __init__(self) -> None:
         super().__init__()
-        self._waiting: defer.Deferred | None = None
         self._snapshot_owed = False
         self._subscription: Any = None
 
     def opened(self) -> None:
         self._subscription = self.factory.hub.subscribe(self.accepts)
         self._send_snapshot()
-        self._next()
+        self._subscription.deliver = self._write_frame
 
     def accepts(self, event: Event) -> bool:
         return True
@@ -355,38 +361,32 @@ class HubStream(StreamProtocol):
         else:
             self._send_snapshot()
 
-    def _next(self) -> None:
-        if self.paused or self._waiting is not None or not self.live:
-            return
-        self._waiting = self._subscription.queue.get()
-        self._waiting.addCallbacks(self._deliver, self._cancelled)
-
-    def _deliver(self, frame: PreparedMessage) -> None:
-        self._waiting = None
-        self.sendPreparedMessage(frame)
-        self._drain()
-        self._next()
+    def _write_frame(self, frame: PreparedMessage) -> None:
+        if self._perMessageCompress is None:
+            wire.send(self.transport, frame.payloadHybi)
+        else:
+            self.sendPreparedMessage(frame)
 
     def _drain(self) -> None:
-        """Send queued frames in order until the queue is empty or the transport pauses."""
+        """Send everything queued, in order, in one write."""
         pending = self._subscription.queue.pending
-        sent = 0
-        for frame in pending:
-            if self.paused:
-                break
-            self.sendPreparedMessage(frame)
-            sent += 1
-        del pending[:sent]
-
-    def _cancelled(self, failure: Any) -> None:
-        failure.trap(defer.CancelledError)
+        if not pending:
+            return
+        frames = list(pending)
+        pending.clear()
+        if self._perMessageCompress is None:
+            wire.send(self.transport, b"".join(f.payloadHybi for f in frames))
+        else:
+            for frame in frames:
+                self.sendPreparedMessage(frame)
 
     def stream_paused(self) -> None:
-        waiting, self._waiting = self._waiting, None
-        if waiting is not None:
-            waiting.cancel()
+        if self._subscription is not None:
+            self._subscription.deliver = None
 
     def stream_resumed(self) -> None:
+        if self._subscription is None:
+            return
         if self._subscription.lagged:
             self._snapshot_owed = False
             self._send_snapshot(resync=True)
@@ -394,14 +394,13 @@ class HubStream(StreamProtocol):
             self._snapshot_owed = False
             self._send_snapshot()
         self._drain()
-        self._next()
+        if not self.paused:
+            self._subscription.deliver = self._write_frame
 
     def ended(self) -> None:
         if self._subscription is not None:
+            self._subscription.deliver = None
             self._subscription.cancel()
-        waiting, self._waiting = self._waiting, None
-        if waiting is not None:
-            waiting.cancel()
 
 
 class InstancesProtocol(HubStream):
