@@ -5,7 +5,7 @@
 
 Prints median and worst of each, in milliseconds:
 
-    .venv/bin/python bench/stream_latency.py [--count 20] [--json]
+    .venv/bin/python -m bench.stream_latency [--count 20] [--json]
 """
 
 from __future__ import annotations
@@ -13,17 +13,14 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from twisted.internet import defer, task
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from tests.support import Daemon, post_json, sleep  # noqa: E402
-from tests.wsclient import WSClient  # noqa: E402
+from tests.support import Daemon, post_json, sleep
+from tests.wsclient import WSClient
 
 
 async def measure(reactor, count: int) -> dict:

@@ -21,6 +21,7 @@ from cpstream.events import isotime
 
 Event = dict[str, Any]
 QUEUE_SIZE = 256
+COALESCE = 0.002
 
 
 def encode(event: Event) -> bytes:
@@ -29,7 +30,12 @@ def encode(event: Event) -> bytes:
 
 
 class Subscription:
-    """One subscriber's bounded queue of encoded frames."""
+    """One subscriber's bounded queue of encoded frames.
+
+    While the subscriber can write at once it sets ``deliver`` (one frame, used
+    when nothing is queued) and ``drain`` (everything queued); while it is
+    paused both are ``None`` and frames wait in the queue.
+    """
 
     def __init__(self, hub: Hub, accepts: Callable[[Event], bool], size: int) -> None:
         self._hub = hub
@@ -37,23 +43,22 @@ class Subscription:
         self.queue: DeferredQueue = DeferredQueue(size=size)
         self.lagged = False
         self.deliver: Callable[[Any], None] | None = None
+        self.drain: Callable[[], None] | None = None
 
-    def offer(self, frame: Any) -> None:
-        """Hand a frame to a ready subscriber, else queue it; overflow marks the lag.
-
-        ``deliver`` is set by the subscriber while it can write at once and has
-        nothing queued (the common case); otherwise frames wait in the queue.
-        """
+    def hold(self, frame: Any) -> None:
+        """Queue a frame; the put that would overflow marks the subscription lagged."""
         if self.lagged:
-            return
-        if self.deliver is not None and not self.queue.pending:
-            self.deliver(frame)
             return
         try:
             self.queue.put(frame)
         except QueueOverflow:
             self.lagged = True
             self.queue.pending.clear()
+
+    def flush(self) -> None:
+        """Send what is queued, if the subscriber can write now."""
+        if self.drain is not None and self.queue.pending:
+            self.drain()
 
     def resynced(self) -> None:
         """The subscriber got a fresh snapshot: forget the lag and anything queued."""
@@ -63,21 +68,33 @@ class Subscription:
     def cancel(self) -> None:
         """Stop receiving frames."""
         self._hub._subscriptions.pop(self, None)
+        self._hub._dirty.pop(self, None)
 
 
 class Hub:
-    """The publish point of one stream kind (instances or messages)."""
+    """The publish point of one stream kind (instances or messages).
+
+    An event published after a quiet spell goes out at once. Events that follow
+    within ``coalesce`` seconds of a send are queued and flushed together when
+    the window ends, one write per subscriber: a burst costs a few system calls
+    per client instead of one per event, and a lone event waits for nothing.
+    """
 
     def __init__(
         self,
         clock: IReactorTime,
         prepare: Callable[[bytes], Any] = bytes,
         queue_size: int = QUEUE_SIZE,
+        coalesce: float = COALESCE,
     ) -> None:
         self._clock = clock
         self._prepare = prepare
         self._queue_size = queue_size
+        self._coalesce = coalesce
         self._subscriptions: dict[Subscription, None] = {}
+        self._dirty: dict[Subscription, None] = {}
+        self._last_send = float("-inf")
+        self._flush_call: Any = None
         self.seq = 0
         self.timing: Callable[[], float] | None = None
 
@@ -88,17 +105,35 @@ class Hub:
         """
         self.seq += 1
         fields = dict(event)
-        stamp = fields.pop("timestamp", None) or isotime(self._clock.seconds())
+        now = self._clock.seconds()
+        stamp = fields.pop("timestamp", None) or isotime(now)
         event = {**fields, "seq": self.seq, "timestamp": stamp}
         if self.timing is not None:
             event["mono"] = self.timing()  # bench only: publish-to-read latency
+        at_once = self._flush_call is None and now - self._last_send >= self._coalesce
         frame = None
         for subscription in list(self._subscriptions):
             if subscription.accepts(event):
                 if frame is None:
                     frame = self._prepare(encode(event))
-                subscription.offer(frame)
+                if at_once and subscription.deliver is not None and not subscription.queue.pending:
+                    subscription.deliver(frame)
+                else:
+                    subscription.hold(frame)
+                    self._dirty[subscription] = None
+        if frame is not None and at_once:
+            self._last_send = now
+        if self._dirty and self._flush_call is None:
+            delay = max(0.0, self._last_send + self._coalesce - now)
+            self._flush_call = self._clock.callLater(delay, self._flush)
         return event
+
+    def _flush(self) -> None:
+        self._flush_call = None
+        self._last_send = self._clock.seconds()
+        dirty, self._dirty = self._dirty, {}
+        for subscription in dirty:
+            subscription.flush()
 
     def subscribe(self, accepts: Callable[[Event], bool]) -> Subscription:
         """A new subscription; take the snapshot in the same reactor turn."""

@@ -72,8 +72,12 @@ class ControlPlane(MultiService):
         streams: Any = None,
         workers: tuple[Service, ...] = (),
         on_ready: tuple[Callable[[], Any], ...] = (),
+        registry: Any = None,
+        hubs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        self.registry = registry  # the instance table and the hubs, for tests and benchmarks
+        self.hubs = hubs or {}
         self.store = store
         self.web = web
         self.supervisor = supervisor

@@ -338,7 +338,12 @@ class HubStream(StreamProtocol):
     def opened(self) -> None:
         self._subscription = self.factory.hub.subscribe(self.accepts)
         self._send_snapshot()
-        self._subscription.deliver = self._write_frame
+        self._ready(True)
+
+    def _ready(self, ready: bool) -> None:
+        """Let the hub hand frames straight to us, or make it queue them."""
+        self._subscription.deliver = self._write_frame if ready else None
+        self._subscription.drain = self._drain if ready else None
 
     def accepts(self, event: Event) -> bool:
         return True
@@ -382,7 +387,7 @@ class HubStream(StreamProtocol):
 
     def stream_paused(self) -> None:
         if self._subscription is not None:
-            self._subscription.deliver = None
+            self._ready(False)
 
     def stream_resumed(self) -> None:
         if self._subscription is None:
@@ -395,11 +400,11 @@ class HubStream(StreamProtocol):
             self._send_snapshot()
         self._drain()
         if not self.paused:
-            self._subscription.deliver = self._write_frame
+            self._ready(True)
 
     def ended(self) -> None:
         if self._subscription is not None:
-            self._subscription.deliver = None
+            self._ready(False)
             self._subscription.cancel()
 
 

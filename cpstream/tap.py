@@ -6,6 +6,7 @@ only place that touches the global reactor.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -132,12 +133,25 @@ def makeService(config: Options, reactor: Any = None) -> ControlPlane:  # noqa: 
     web = WebService(endpoints.serverFromString(reactor, config["listen"]), site)
     on_ready = (lambda: seed_demo(registry, supervisor, messaging),) if config["demo"] else ()
     return ControlPlane(
-        store, web, supervisor, streams=streams, workers=(messaging,), on_ready=on_ready
+        store,
+        web,
+        supervisor,
+        streams=streams,
+        workers=(messaging,),
+        on_ready=on_ready,
+        registry=registry,
+        hubs={"instances": instances_hub, "messages": messages_hub},
     )
 
 
 def _inotify(reactor: Any) -> Any:
-    """An inotify reader on Linux; ``None`` (poll only) where there is none."""
+    """An inotify reader on Linux; ``None`` (poll only) where there is none.
+
+    ``CPSTREAM_POLL_ONLY=1`` turns it off, for filesystems where inotify sees
+    nothing (NFS and some container mounts) and to measure the poll alone.
+    """
+    if os.environ.get("CPSTREAM_POLL_ONLY") == "1":
+        return None
     try:
         from twisted.internet.inotify import INotify
     except ImportError:

@@ -71,7 +71,7 @@ class RunningControlPlane:
 
     @property
     def registry(self) -> Any:
-        return self.service.supervisor._registry
+        return self.service.registry
 
 
 def build_control_plane(data_dir: Path, *args: str) -> Any:

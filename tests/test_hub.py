@@ -81,3 +81,70 @@ def test_cancel_stops_delivery():
     sub.cancel()
     hub.publish({"type": "x"})
     assert hub.subscribers == 0 and len(sub.queue.pending) == 0
+
+
+class Consumer:
+    """A subscriber that writes at once: records single deliveries and drains."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.subscription = hub.subscribe(lambda e: True)
+        self.writes: list[list[int]] = []
+        self.ready(True)
+
+    def ready(self, ready: bool) -> None:
+        self.subscription.deliver = self.one if ready else None
+        self.subscription.drain = self.many if ready else None
+
+    def one(self, frame) -> None:
+        self.writes.append([json.loads(frame)["n"]])
+
+    def many(self) -> None:
+        pending = self.subscription.queue.pending
+        self.writes.append([json.loads(f)["n"] for f in pending])
+        pending.clear()
+
+
+def test_a_lone_event_goes_out_at_once():
+    """After a quiet spell an event is delivered in the publishing turn."""
+    clock = Clock()
+    hub = Hub(clock)
+    consumer = Consumer(hub)
+    hub.publish({"type": "x", "n": 1})
+    clock.advance(1)
+    hub.publish({"type": "x", "n": 2})
+    assert consumer.writes == [[1], [2]]
+
+
+def test_a_burst_is_coalesced_into_one_write_per_window():
+    """Events within the window after a send are flushed together when it ends."""
+    clock = Clock()
+    hub = Hub(clock, coalesce=0.002)
+    consumer = Consumer(hub)
+    for n in range(5):
+        hub.publish({"type": "x", "n": n})
+    assert consumer.writes == [[0]]
+    clock.advance(0.001)
+    hub.publish({"type": "x", "n": 5})
+    assert consumer.writes == [[0]]
+    clock.advance(0.001)
+    assert consumer.writes == [[0], [1, 2, 3, 4, 5]]
+    hub.publish({"type": "x", "n": 6})
+    clock.advance(0.002)
+    assert consumer.writes == [[0], [1, 2, 3, 4, 5], [6]]
+
+
+def test_a_paused_subscriber_keeps_its_frames_in_order():
+    """Frames held for a paused subscriber stay queued and keep their order."""
+    clock = Clock()
+    hub = Hub(clock)
+    consumer = Consumer(hub)
+    consumer.ready(False)
+    for n in range(3):
+        hub.publish({"type": "x", "n": n})
+    clock.advance(1)
+    assert consumer.writes == []
+    consumer.ready(True)
+    hub.publish({"type": "x", "n": 3})
+    assert consumer.writes == []
+    clock.advance(0.002)
+    assert consumer.writes == [[0, 1, 2, 3]]

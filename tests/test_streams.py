@@ -127,7 +127,7 @@ async def test_ws_instances_snapshot(cp):
     assert snapshot["type"] == "snapshot" and snapshot["include_archived"] is False
     assert [(i["name"], i["status"], i["port"], i["pid"], i["archived_at"])
             for i in snapshot["instances"]] == [("a", "stopped", 18850, None, None)]  # fmt: skip
-    assert snapshot["seq"] == cp.service.supervisor._registry._hub.seq
+    assert snapshot["seq"] == cp.service.hubs["instances"].seq
     await client.close()
 
 
