@@ -44,7 +44,8 @@ class Client(asyncio.Protocol):
         key = base64.b64encode(os.urandom(16))
         transport.write(
             b"GET " + self.run.path.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
-            b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: " % self.run.port
+            b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: "
+            % self.run.port
             + key
             + b"\r\nSec-WebSocket-Version: 13\r\n\r\n"
         )
@@ -139,6 +140,7 @@ async def main() -> None:
     parser.add_argument("--events", type=int, default=200)
     parser.add_argument("--latency", action="store_true")
     parser.add_argument("--timeout", type=float, default=120)
+    parser.add_argument("--hold", action="store_true", help="stay connected until stdin closes")
     args = parser.parse_args()
     loop = asyncio.get_running_loop()
     run = Run(args.port, args.path, args.clients, args.events, args.latency)
@@ -148,6 +150,9 @@ async def main() -> None:
     await asyncio.wait_for(run.connected, 60)
     sys.stdout.write("connected\n")
     sys.stdout.flush()
+    if args.hold:
+        await loop.run_in_executor(None, sys.stdin.read)
+        return
     before = resource.getrusage(resource.RUSAGE_SELF)
     started = time.monotonic()
     try:

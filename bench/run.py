@@ -2,9 +2,9 @@
 
 Servers run pinned to CPU 0 and the load generator to CPU 1 (``taskset``), so
 they never compete; the load generator's own CPU is reported to show it is not
-the bottleneck. Each figure is the median of ``--repeat`` runs.
+the bottleneck. Fan-out and memory figures are the median of ``--repeat`` runs.
 
-    python -m bench.run [--quick] [--repeat 3] [--json bench/results/latest.json]
+    python -m bench.run [--quick] [--repeat 3] [--only NAME] [--json PATH]
 """
 
 from __future__ import annotations
@@ -13,123 +13,112 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
-from bench.common import cpu_seconds, rss_kib
+from bench.fanout import fanout, idle_memory
+from bench.harness import ROOT, SERVERS
+from bench.logs import log_flood, log_latency
+from bench.state import snapshot_time, stuck_client
 
-ROOT = Path(__file__).resolve().parent.parent
-SERVERS = {
-    "cpstream": ["-m", "bench.server_cpstream"],
-    "websockets": ["-m", "bench.server_websockets"],
-    "twisted-write": ["-m", "bench.server_twisted"],
+TARGETS = {
+    "saturation": ">= 1.05x websockets @1000",
+    "p99": "<= 10 ms @1000",
+    "memory": "<= 12 KiB/conn",
+    "log_inotify": "p50 <= 120 ms",
+    "log_poll": "p99 <= 650 ms",
+    "snapshot": "< 100 ms",
 }
+FANOUT_ROWS = (
+    ("p50_ms", "p50 latency, 20 ev/s (ms)", ".2f"),
+    ("p99_ms", "p99 latency, 20 ev/s (ms)", ".2f"),
+    ("max_ms", "max latency, 20 ev/s (ms)", ".2f"),
+    ("deliveries_per_s", "saturation, 2,000-event burst (deliveries/s)", ",.0f"),
+    ("loadgen_cpu_pct", "load generator CPU during the burst (%)", ".0f"),
+    ("server_cpu_pct", "server CPU during the burst (%)", ".0f"),
+)
 
 
-def pinned(cpu: int, argv: list[str]) -> list[str]:
-    if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
-        return ["taskset", "-c", str(cpu), *argv]
-    return argv
-
-
-class Server:
-    """A benchmark server process driven through its stdin commands."""
-
-    def __init__(self, kind: str, *extra: str, env: dict | None = None) -> None:
-        argv = pinned(0, [sys.executable, *SERVERS[kind], *extra])
-        self.process = subprocess.Popen(
-            argv,
-            cwd=ROOT,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            env={**os.environ, **(env or {})},
+def table(results: dict) -> str:
+    """The results as one Markdown table."""
+    fan, mem, own = results["fanout"], results["memory_kib_per_conn"], results["cpstream"]
+    kinds = list(SERVERS)
+    rows = ["| benchmark | " + " | ".join(kinds) + " | target |", "|---" * (len(kinds) + 2) + "|"]
+    for clients in (100, 1000):
+        for key, label, fmt in FANOUT_ROWS:
+            cells = [fan.get(f"{k}@{clients}", {}).get(key) for k in kinds]
+            if all(c is None for c in cells):
+                continue
+            target = ""
+            if clients == 1000 and key == "p99_ms":
+                target = TARGETS["p99"]
+            elif clients == 1000 and key == "deliveries_per_s":
+                target = TARGETS["saturation"]
+            values = " | ".join("" if c is None else format(c, fmt) for c in cells)
+            rows.append(f"| {label} @{clients} | {values} | {target} |")
+    if mem:
+        values = " | ".join(format(mem[k], ".1f") if k in mem else "" for k in kinds)
+        rows.append(
+            f"| server RSS per idle connection @1000 (KiB) | {values} | {TARGETS['memory']} |"
         )
-        words = self.read().split()
-        assert words[0] == "ready", words
-        self.port = int(words[1])
+    rest = " |" * (len(kinds) - 1)
 
-    def read(self) -> str:
-        line = self.process.stdout.readline()
-        if not line:
-            raise RuntimeError("benchmark server exited")
-        return line.strip()
+    def own_row(label: str, value: str, target: str) -> None:
+        rows.append(f"| {label} | {value}{rest} {target} |")
 
-    def command(self, text: str) -> None:
-        self.process.stdin.write(text + "\n")
-        self.process.stdin.flush()
-
-    def until(self, word: str) -> str:
-        while True:
-            line = self.read()
-            if line.startswith(word):
-                return line
-
-    @property
-    def rss(self) -> int:
-        return rss_kib(self.process.pid)
-
-    @property
-    def cpu(self) -> float:
-        return cpu_seconds(self.process.pid)
-
-    def close(self) -> None:
-        try:
-            self.command("quit")
-            self.process.wait(10)
-        except (BrokenPipeError, subprocess.TimeoutExpired):
-            self.process.kill()
-            self.process.wait()
-
-
-def loadgen(server: Server, clients: int, events: int, command: str, latency: bool) -> dict:
-    """Connect ``clients``, send ``command`` to the server, collect the load generator's result."""
-    argv = [sys.executable, "-m", "bench.loadgen", "--port", str(server.port),
-            "--clients", str(clients), "--events", str(events)]  # fmt: skip
-    if latency:
-        argv.append("--latency")
-    gen = subprocess.Popen(pinned(1, argv), cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    assert gen.stdout.readline().strip() == "connected"
-    cpu_before, started = server.cpu, time.monotonic()
-    server.command(command)
-    result = json.loads(gen.stdout.readline())
-    gen.wait(30)
-    server.until("done")
-    result["server_cpu_seconds"] = server.cpu - cpu_before
-    result["server_wall"] = time.monotonic() - started
-    return result
+    if "log_inotify" in own:
+        log = own["log_inotify"]
+        own_row(
+            "log append -> frame, inotify (p50 / p99 ms)",
+            f"{log['p50_ms']:.0f} / {log['p99_ms']:.0f}",
+            TARGETS["log_inotify"],
+        )
+    if "log_poll" in own:
+        log = own["log_poll"]
+        own_row(
+            "log append -> frame, poll only (p50 / p99 ms)",
+            f"{log['p50_ms']:.0f} / {log['p99_ms']:.0f}",
+            TARGETS["log_poll"],
+        )
+    if "log_flood" in own:
+        flood = own["log_flood"]
+        own_row(
+            "50k lines/s for 2 s: lost / duplicated / largest frame / RSS growth",
+            f"{flood['lost']} / {flood['duplicated']} / {flood['largest_frame_kib']:.0f} KiB / "
+            f"{flood['rss_growth_mib']:.1f} MiB",
+            "none lost, capped, bounded",
+        )
+    if "stuck" in own:
+        stuck = own["stuck"]
+        own_row(
+            "one stuck client, 10k events: RSS growth / resynced",
+            f"{stuck['rss_growth_mib']:.1f} MiB / {'yes' if stuck['resynced'] else 'NO'}",
+            "bounded, resynced",
+        )
+    if "snapshot" in own:
+        snap = own["snapshot"]
+        own_row(
+            f"connect -> snapshot of {snap['instances']:,} instances (ms)",
+            f"{snap['median_ms']:.1f}",
+            TARGETS["snapshot"],
+        )
+    return "\n".join(rows)
 
 
-def fanout(kind: str, clients: int, rate_events: int, burst_events: int) -> dict:
-    server = Server(kind)
-    try:
-        lat = loadgen(server, clients, rate_events, f"rate {rate_events} 20", latency=True)
-        sat = loadgen(server, clients, burst_events, f"burst {burst_events}", latency=False)
-    finally:
-        server.close()
-    span = sat["last_receipt_after_start"]
+def machine() -> dict:
+    model = ""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
     return {
-        "p50_ms": lat["p50_ms"],
-        "p99_ms": lat["p99_ms"],
-        "max_ms": lat["max_ms"],
-        "deliveries_per_s": sat["deliveries"] / span if span else 0.0,
-        "delivered": sat["deliveries"],
-        "expected": sat["expected"],
-        "resyncs": sat["resyncs"],
-        "loadgen_cpu_pct": 100 * sat["cpu_seconds"] / span if span else 0.0,
-        "server_cpu_pct": 100 * sat["server_cpu_seconds"] / sat["server_wall"],
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "date": time.strftime("%Y-%m-%d"),
     }
-
-
-def median_of(runs: list[dict]) -> dict:
-    keys = runs[0].keys()
-    return {k: statistics.median(r[k] for r in runs) for k in keys}
 
 
 def main() -> None:
@@ -140,37 +129,39 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "latest.json")
     args = parser.parse_args()
     repeat = 1 if args.quick else args.repeat
-    rate_events, burst_events = (40, 500) if args.quick else (200, 2000)
-    results: dict = {"machine": machine(), "fanout": {}}
+    rate_events, burst_events = (40, 500) if args.quick else (100, 2000)
+    results: dict = {"machine": machine(), "fanout": {}, "memory_kib_per_conn": {}, "cpstream": {}}
+
+    def wanted(name: str) -> bool:
+        return not args.only or args.only in name
+
     for clients in (100, 1000):
         for kind in SERVERS:
-            name = f"fanout {kind} {clients}"
-            if args.only and args.only not in name:
-                continue
-            runs = [fanout(kind, clients, rate_events, burst_events) for _ in range(repeat)]
-            results["fanout"][f"{kind}@{clients}"] = median_of(runs)
-            print(name, json.dumps(results["fanout"][f"{kind}@{clients}"]), flush=True)
+            if wanted(f"fanout {kind} {clients}"):
+                runs = [fanout(kind, clients, rate_events, burst_events) for _ in range(repeat)]
+                median = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+                results["fanout"][f"{kind}@{clients}"] = median
+                print(f"fanout {kind} @{clients}", json.dumps(median), flush=True)
+    for kind in SERVERS:
+        if wanted(f"memory {kind}"):
+            per_conn = statistics.median(idle_memory(kind) for _ in range(repeat))
+            results["memory_kib_per_conn"][kind] = per_conn
+            print(f"memory {kind}", per_conn, flush=True)
+    for name, run in (
+        ("log_inotify", lambda: log_latency(poll_only=False)),
+        ("log_poll", lambda: log_latency(poll_only=True)),
+        ("log_flood", log_flood),
+        ("stuck", stuck_client),
+        ("snapshot", snapshot_time),
+    ):
+        if wanted(name):
+            results["cpstream"][name] = run()
+            print(name, json.dumps(results["cpstream"][name]), flush=True)
+    info = results["machine"]
+    print(f"\n{info['cpu']}, {info['cores']} cores, Python {info['python']}, {info['date']}\n")
+    print(table(results))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2))
-
-
-def machine() -> dict:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": model,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "kernel": platform.release(),
-        "date": time.strftime("%Y-%m-%d"),
-        "tmp": tempfile.gettempdir(),
-    }
 
 
 if __name__ == "__main__":

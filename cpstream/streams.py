@@ -263,7 +263,20 @@ class StreamProtocol(WebSocketServerProtocol):
     # -- outbound ----------------------------------------------------------------
 
     def send_json(self, frame: Event) -> None:
-        self.sendMessage(encode(frame))
+        """Send one frame of our own; the 64 KiB limit is for what clients send us.
+
+        Autobahn applies ``maxMessagePayloadSize`` to outgoing messages too, but a
+        snapshot or a log batch may well be larger than a client message may be.
+        """
+        payload = encode(frame)
+        if self._perMessageCompress is None:
+            wire.send(self.transport, prepare_frame(payload).payloadHybi)
+            return
+        limit, self.maxMessagePayloadSize = self.maxMessagePayloadSize, 0
+        try:
+            self.sendMessage(payload)
+        finally:
+            self.maxMessagePayloadSize = limit
 
     def send_error(self, code: str, message: str, close_code: int) -> None:
         """An error frame, then the brief's close code."""

@@ -773,3 +773,25 @@ async def test_snapshot_and_subscription_leave_no_gap(cp, reactor):
         snapshot, *deltas = client.received
         assert [d["seq"] for d in deltas] == list(range(snapshot["seq"] + 1, final + 1))
         await client.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_server_frames_may_exceed_the_client_message_limit(cp):
+    """Backlogs, batches and snapshots over 64 KiB are sent whole (the limit is inbound)."""
+    for n in range(500):
+        await create(cp, f"agent-with-a-rather-long-name-{n:04d}", port=20000 + n)
+    client = await WSClient.connect(cp.url, "/ws/instances")
+    snapshot = await client.frame()
+    assert len(snapshot["instances"]) == 500 and len(client.raw[0]) > 65536
+    path = log_path(cp, "agent-with-a-rather-long-name-0000")
+    append(path, b"".join(b"%04d %s\n" % (n, b"y" * 200) for n in range(1000)))
+    logs = await WSClient.connect(
+        cp.url, "/ws/instances/agent-with-a-rather-long-name-0000/logs?backlog=1000"
+    )
+    backlog = await logs.frame()
+    assert backlog["count"] == 1000 and len(logs.raw[0]) > 65536
+    append(path, b"".join(b"%04d %s\n" % (n, b"z" * 200) for n in range(1000)))
+    batch = await logs.frame(timeout=3)
+    assert batch["count"] == 1000 and len(logs.raw[1]) > 65536
+    await client.close()
+    await logs.close()
