@@ -27,6 +27,7 @@ class RawClient:
             ).encode()
         )
         self.buffer = b""
+        self.offset = 0
         while b"\r\n\r\n" not in self.buffer:
             self._fill(10)
         head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
@@ -38,7 +39,8 @@ class RawClient:
         chunk = self.sock.recv(1 << 20)
         if not chunk:
             raise ConnectionError("closed")
-        self.buffer += chunk
+        self.buffer = self.buffer[self.offset :] + chunk
+        self.offset = 0
 
     def frame(self, timeout: float = 10.0) -> tuple[bytes, float]:
         """The next text frame's payload and the monotonic time it was complete."""
@@ -53,24 +55,25 @@ class RawClient:
         return json.loads(self.frame(timeout)[0])
 
     def _parse(self) -> bytes | None:
-        data = self.buffer
-        if len(data) < 2:
+        """One complete frame's payload from the buffer, consumed by moving an offset."""
+        data, at = self.buffer, self.offset
+        if len(data) - at < 2:
             return None
-        length, header = data[1] & 0x7F, 2
+        length, header = data[at + 1] & 0x7F, 2
         if length == 126:
-            if len(data) < 4:
+            if len(data) - at < 4:
                 return None
-            (length,) = struct.unpack("!H", data[2:4])
+            (length,) = struct.unpack_from("!H", data, at + 2)
             header = 4
         elif length == 127:
-            if len(data) < 10:
+            if len(data) - at < 10:
                 return None
-            (length,) = struct.unpack("!Q", data[2:10])
+            (length,) = struct.unpack_from("!Q", data, at + 2)
             header = 10
-        if len(data) < header + length:
+        if len(data) - at < header + length:
             return None
-        self.buffer = data[header + length :]
-        return data[header : header + length]
+        self.offset = at + header + length
+        return data[at + header : self.offset]
 
     def close(self) -> None:
         self.sock.close()

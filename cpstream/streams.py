@@ -33,6 +33,7 @@ bounded amount of memory (see :mod:`cpstream.hub` and :mod:`cpstream.logtail`).
 from __future__ import annotations
 
 import json
+import socket
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
@@ -59,6 +60,7 @@ FRAME_LINES = 2000
 FRAME_BYTES = 512 * 1024
 READ_BUDGET = 512 * 1024
 SHUTDOWN_WAIT = 2.0
+SEND_BUFFER = 128 * 1024
 CAP_LOG_EVERY = 10.0
 
 
@@ -79,6 +81,7 @@ class StreamSettings:
     max_message: int = MAX_CLIENT_MESSAGE
     open_handshake_timeout: float = 5.0
     close_handshake_timeout: float = 2.0
+    send_buffer: int = SEND_BUFFER
 
     def apply(self, factory: WebSocketServerFactory) -> None:
         factory.setProtocolOptions(
@@ -187,6 +190,7 @@ class StreamProtocol(WebSocketServerProtocol):
 
     def onOpen(self) -> None:  # noqa: N802 (Autobahn API)
         self.factory.streams.connections.add(self)
+        self._bound_kernel_buffer()
         self.transport.unregisterProducer()
         self.transport.registerProducer(self, True)
         self._idle_call = self.factory.clock.callLater(
@@ -199,6 +203,21 @@ class StreamProtocol(WebSocketServerProtocol):
 
     def opened(self) -> None:
         """The stream starts: send its first frame."""
+
+    def _bound_kernel_buffer(self) -> None:
+        """A fixed socket send buffer: a stuck client holds at most this much kernel memory.
+
+        Left to autotuning, loopback TCP buffers megabytes per socket before
+        the transport ever pauses us.
+        """
+        handle = getattr(self.transport, "getHandle", None)
+        if handle is not None:
+            try:
+                handle().setsockopt(
+                    socket.SOL_SOCKET, socket.SO_SNDBUF, self.factory.streams.settings.send_buffer
+                )
+            except (OSError, AttributeError):
+                pass
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:  # noqa: N802
         if self._done:
