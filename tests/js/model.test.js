@@ -62,7 +62,7 @@ test("cards sort by name with archived ones last", () => {
 
 test("actions follow the status", () => {
   assert.deepEqual(actionsFor({ status: "running" }), ["stop", "restart", "archive", "clone"]);
-  assert.deepEqual(actionsFor({ status: "stopped" }), ["start", "restart", "archive", "clone"]);
+  assert.deepEqual(actionsFor({ status: "stopped" }), ["start", "archive", "clone"]);
   assert.deepEqual(actionsFor({ status: "crash_loop" }), ["start", "restart", "archive", "clone"]);
   assert.deepEqual(actionsFor({ status: "stopping" }), ["archive", "clone"]);
   assert.deepEqual(actionsFor({ status: "archived", archived_at: "T" }), ["unarchive", "clone", "delete"]);

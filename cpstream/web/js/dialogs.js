@@ -43,12 +43,16 @@ export function confirmDialog({ title, message, warning = null, confirmLabel, da
  * (the caller has shown the error) so the operator can correct the input.
  */
 export function formDialog({ title, fields, submitLabel, submit }) {
-  const inputs = fields.map((field) =>
-    h(
-      "label",
+  const stamp = Date.now().toString(36);
+  const inputs = fields.map((field) => {
+    const id = `field-${field.name}-${stamp}`;
+    const hint = field.hint ? h("small", { id: `${id}-hint` }, field.hint) : null;
+    return h(
+      "div",
       { class: "field" },
-      h("span", {}, field.label),
+      h("label", { for: id }, field.label),
       h("input", {
+        id,
         name: field.name,
         type: field.type ?? "text",
         required: field.required ?? false,
@@ -56,12 +60,13 @@ export function formDialog({ title, fields, submitLabel, submit }) {
         value: field.value ?? null,
         min: field.min ?? null,
         max: field.max ?? null,
+        "aria-describedby": hint ? `${id}-hint` : null,
         autocomplete: "off",
         spellcheck: "false",
       }),
-      field.hint ? h("small", {}, field.hint) : null,
-    ),
-  );
+      hint,
+    );
+  });
   const save = h("button", { type: "submit", class: "btn btn-primary" }, submitLabel);
   const form = h(
     "form",

@@ -58,7 +58,8 @@ export function sortedInstances(instances) {
 }
 
 const RUNS = new Set(["starting", "running", "unhealthy"]);
-const DOWN = new Set(["stopped", "crashed", "crash_loop"]);
+const FAILED = new Set(["crashed", "crash_loop"]);
+const DOWN = new Set(["stopped", ...FAILED]);
 
 /** Which actions make sense for an instance in its current state. */
 export function actionsFor(instance) {
@@ -68,7 +69,7 @@ export function actionsFor(instance) {
   const actions = [];
   if (DOWN.has(instance.status)) actions.push("start");
   if (RUNS.has(instance.status)) actions.push("stop");
-  if (RUNS.has(instance.status) || DOWN.has(instance.status)) actions.push("restart");
+  if (RUNS.has(instance.status) || FAILED.has(instance.status)) actions.push("restart");
   actions.push("archive", "clone");
   return actions;
 }
