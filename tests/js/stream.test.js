@@ -15,7 +15,12 @@ let env;
 beforeEach(() => {
   clock = new FakeClock();
   Socket = fakeSocketClass();
-  env = { WebSocket: Socket, setTimeout: clock.setTimeout, clearTimeout: clock.clearTimeout, random: () => 0 };
+  env = {
+    WebSocket: Socket,
+    setTimeout: clock.setTimeout,
+    clearTimeout: clock.clearTimeout,
+    random: () => 0,
+  };
 });
 
 function recorder() {
@@ -159,21 +164,32 @@ test("onOpen runs on every connect, so commands are re-sent after a reconnect", 
   assert.equal(seen.opens, 2);
 });
 
-test("a terminal close (4404) reports the error and stops for good", async () => {
+test("a terminal close (4404) reports the error once and stops for good", async () => {
   const { seen, handlers } = recorder();
   const stream = new LiveStream("ws://x/ws/instances/nope/logs", handlers, env).start();
   Socket.last.open();
-  Socket.last.receive({ type: "error", code: "instance_not_found", message: "No instance named 'nope'" });
+  const message = "No instance named 'nope'";
+  Socket.last.receive({ type: "error", code: "instance_not_found", message });
   Socket.last.drop(4404, "No instance named 'nope'");
   assert.equal(stream.mode, Mode.CLOSED);
   assert.deepEqual(
     seen.errors.map((e) => e.code),
-    ["instance_not_found", 4404],
+    ["instance_not_found"],
   );
   assert.equal(seen.frames.length, 0);
   assert.equal(clock.timers.size, 0);
   await flush();
   assert.equal(seen.polls, 0);
+});
+
+test("a terminal close without an error frame reports its code", () => {
+  const { seen, handlers } = recorder();
+  new LiveStream("ws://x/ws/messages?instance=x", handlers, env).start();
+  Socket.last.open();
+  Socket.last.drop(1008, "unknown frame type");
+  assert.deepEqual(seen.errors, [{ code: 1008, message: "unknown frame type" }]);
+  assert.equal(seen.modes.at(-1), Mode.CLOSED);
+  assert.equal(Socket.made.length, 1);
 });
 
 test("close() cancels every timer and closes the socket", () => {

@@ -16,6 +16,15 @@ export const ACTION_LABELS = Object.freeze({
   delete: "Delete",
 });
 
+const PORT_FIELD = Object.freeze({
+  name: "port",
+  label: "Port",
+  type: "number",
+  min: 1024,
+  max: 65535,
+  hint: "empty: the next free port",
+});
+
 function optionalPort(text) {
   const value = String(text ?? "").trim();
   return value === "" ? undefined : Number(value);
@@ -70,7 +79,7 @@ export async function perform(action, instance, ctx) {
         submitLabel: "Clone",
         fields: [
           { name: "name", label: "Name", required: true, value: `${name}-copy` },
-          { name: "port", label: "Port", type: "number", min: 1024, max: 65535, hint: "empty: the next free port" },
+          PORT_FIELD,
         ],
         submit: async (values) => {
           const body = { name: values.name.trim(), port: optionalPort(values.port) };
@@ -92,8 +101,13 @@ export function createInstance(ctx) {
     submitLabel: "Create",
     fields: [
       { name: "name", label: "Name", required: true, placeholder: "agent-3" },
-      { name: "port", label: "Port", type: "number", min: 1024, max: 65535, hint: "empty: the next free port" },
-      { name: "command", label: "Command", placeholder: "python -m cpstream.agent", hint: "empty: the demo agent" },
+      PORT_FIELD,
+      {
+        name: "command",
+        label: "Command",
+        placeholder: "python -m cpstream.agent",
+        hint: "empty: the demo agent",
+      },
     ],
     submit: async (values) => {
       const body = { name: values.name.trim(), port: optionalPort(values.port) };
@@ -140,8 +154,9 @@ export function actionButtons(ctx, getInstance) {
     });
     buttons[action] = button;
   }
+  const group = { class: "actions", role: "group", "aria-label": "Actions" };
   return {
-    el: h("div", { class: "actions", role: "group", "aria-label": "Actions" }, Object.values(buttons)),
+    el: h("div", group, Object.values(buttons)),
     update(allowed, name) {
       for (const [action, button] of Object.entries(buttons)) {
         button.hidden = !allowed.includes(action);

@@ -47,7 +47,7 @@ class Indicator {
     this.el.className = `mode mode-${mode}`;
     const text = MODE_TEXT[mode];
     this.el.textContent = this.reachable ? text : `${text} (control plane unreachable)`;
-    this.el.title = mode === Mode.POLLING ? "The page polls the REST API until a stream reconnects." : "";
+    this.el.title = mode === Mode.POLLING ? "REST polling until a stream reconnects" : "";
   }
 }
 
@@ -80,9 +80,10 @@ function main() {
     if (route.view === "dashboard") unmount = mountDashboard(view, ctx);
     else if (route.view === "instance") unmount = mountInstance(view, ctx, route.name);
     else if (route.view === "messages") unmount = mountMessages(view, ctx, route.query);
-    else view.append(h("p", { class: "empty" }, "No such page. ", h("a", { href: "#/" }, "Go to the dashboard.")));
+    else view.append(h("p", { class: "empty" }, "No such page. ", h("a", { href: "#/" }, "Home")));
     for (const link of document.querySelectorAll("nav.main a")) {
-      const current = link.dataset.view === route.view || (link.dataset.view === "dashboard" && route.view === "instance");
+      const view = route.view === "instance" ? "dashboard" : route.view;
+      const current = link.dataset.view === view;
       if (current) link.setAttribute("aria-current", "page");
       else link.removeAttribute("aria-current");
     }

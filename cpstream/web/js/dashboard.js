@@ -27,7 +27,8 @@ export function uptimeText(instance, now = Date.now()) {
 
 function card(instance, ctx) {
   const current = { instance };
-  const name = h("a", { href: `#/instances/${encodeURIComponent(instance.name)}`, class: "card-name" });
+  const href = `#/instances/${encodeURIComponent(instance.name)}`;
+  const name = h("a", { href, class: "card-name" });
   const status = badge(instance.status);
   const port = h("dd", {});
   const pid = h("dd", {});
@@ -37,7 +38,11 @@ function card(instance, ctx) {
     "article",
     { class: "card", dataset: { instance: instance.name, id: instance.id } },
     h("header", { class: "card-head" }, h("h2", {}, name), status),
-    h("dl", { class: "facts" }, h("dt", {}, "Port"), port, h("dt", {}, "PID"), pid, h("dt", {}, "Uptime"), up),
+    h(
+      "dl",
+      { class: "facts" },
+      [h("dt", {}, "Port"), port, h("dt", {}, "PID"), pid, h("dt", {}, "Uptime"), up],
+    ),
     actions.el,
   );
   const update = (next) => {
@@ -61,9 +66,15 @@ export function mountDashboard(root, ctx) {
   const cards = new Map();
   let includeArchived = ctx.prefs.includeArchived;
   let awaiting = null; // the include_archived value of the snapshot we are waiting for
+  let stream = null;
+  const actx = { ...ctx, refresh: () => stream?.refresh() };
 
   const grid = h("div", { class: "cards", "aria-live": "off" });
-  const empty = h("p", { class: "empty", hidden: true }, "No instances. Create one with \u201cNew instance\u201d.");
+  const empty = h(
+    "p",
+    { class: "empty", hidden: true },
+    "No instances. Create one with \u201cNew instance\u201d.",
+  );
   const count = h("span", { class: "count" });
   const toggle = h("input", { type: "checkbox", id: "show-archived", checked: includeArchived });
   root.append(
@@ -75,7 +86,11 @@ export function mountDashboard(root, ctx) {
         "div",
         { class: "toolbar-actions" },
         h("label", { class: "toggle", for: "show-archived" }, toggle, " Show archived"),
-        h("button", { type: "button", class: "btn btn-primary", onclick: () => createInstance(actx) }, "New instance"),
+        h(
+          "button",
+          { type: "button", class: "btn btn-primary", onclick: () => createInstance(actx) },
+          "New instance",
+        ),
       ),
     ),
     empty,
@@ -94,11 +109,13 @@ export function mountDashboard(root, ctx) {
       let entry = cards.get(instance.id);
       if (entry) entry.update(instance);
       else cards.set(instance.id, (entry = card(instance, actx)));
-      if (grid.children[index] !== entry.el) grid.insertBefore(entry.el, grid.children[index] ?? null);
+      const there = grid.children[index] ?? null;
+      if (there !== entry.el) grid.insertBefore(entry.el, there);
     });
     empty.hidden = ordered.length > 0;
     const active = ordered.filter((i) => !i.archived_at).length;
-    count.textContent = `(${active}${ordered.length > active ? ` + ${ordered.length - active} archived` : ""})`;
+    const archived = ordered.length - active;
+    count.textContent = `(${active}${archived ? ` + ${archived} archived` : ""})`;
   };
 
   const apply = (frame) => {
@@ -111,10 +128,12 @@ export function mountDashboard(root, ctx) {
   };
 
   const askArchived = (live) => {
-    if (includeArchived && live.send({ type: "set_include_archived", value: true })) awaiting = true;
+    if (includeArchived && live.send({ type: "set_include_archived", value: true })) {
+      awaiting = true;
+    }
   };
 
-  const stream = ctx.stream("/ws/instances", {
+  stream = ctx.stream("/ws/instances", {
     onOpen: (live) => {
       awaiting = null;
       askArchived(live);
@@ -129,7 +148,6 @@ export function mountDashboard(root, ctx) {
       everyMs: POLL_MS.instances,
     },
   });
-  const actx = { ...ctx, refresh: () => stream.refresh() };
 
   toggle.addEventListener("change", () => {
     includeArchived = toggle.checked;

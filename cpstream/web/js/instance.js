@@ -9,6 +9,16 @@ import { POLL_MS } from "./live.js";
 import { MAX_LOG_LINES, actionsFor, applyInstanceFrame, newTailLines } from "./model.js";
 
 const BACKLOG = 1000;
+const FACT_LABELS = Object.freeze({
+  port: "Port",
+  pid: "PID",
+  uptime: "Uptime",
+  command: "Command",
+  health: "Health",
+  restart: "Restart",
+});
+const ROTATED = "\u2014 log rotated: a new file starts here \u2014";
+const GAP = "\u2014 lines may be missing here (log rotated or polled late) \u2014";
 const BOTTOM_SLACK_PX = 8;
 
 /** The log view: appends lines, caps them, follows the tail unless scrolled up. */
@@ -57,7 +67,9 @@ class LogView {
     if (lines.length === 0 && marker === null) return;
     const fragment = document.createDocumentFragment();
     if (marker !== null) fragment.append(h("div", { class: "log-marker" }, marker));
-    for (const line of lines.slice(-MAX_LOG_LINES)) fragment.append(h("div", { class: "line" }, line));
+    for (const line of lines.slice(-MAX_LOG_LINES)) {
+      fragment.append(h("div", { class: "line" }, line));
+    }
     this.lines.append(fragment);
     const excess = this.lines.childElementCount - MAX_LOG_LINES;
     for (let i = 0; i < excess; i += 1) this.lines.firstElementChild.remove();
@@ -78,7 +90,8 @@ class LogView {
   /** The last lines shown (markers excluded), for merging a polled tail. */
   recent(count) {
     const found = [];
-    for (let el = this.lines.lastElementChild; el && found.length < count; el = el.previousElementSibling) {
+    let el = this.lines.lastElementChild;
+    for (; el && found.length < count; el = el.previousElementSibling) {
       if (el.classList.contains("line")) found.push(el.textContent);
     }
     return found.reverse();
@@ -106,10 +119,15 @@ export function mountInstance(root, ctx, name) {
     health: h("dd", {}),
     restart: h("dd", {}),
   };
-  const actions = actionButtons({ ...ctx, refresh: () => stream.refresh() }, () => shown);
+  let stream = null;
+  const actions = actionButtons({ ...ctx, refresh: () => stream?.refresh() }, () => shown);
   const missing = h("p", { class: "empty", hidden: true });
   const log = new LogView();
-  const download = h("a", { class: "btn btn-sm", href: instancePath(name, "logs", "download"), download: "" }, "Download log");
+  const download = h(
+    "a",
+    { class: "btn btn-sm", href: instancePath(name, "logs", "download"), download: "" },
+    "Download log",
+  );
   const details = h(
     "section",
     { class: "details" },
@@ -117,9 +135,7 @@ export function mountInstance(root, ctx, name) {
     h(
       "dl",
       { class: "facts facts-wide" },
-      Object.entries({ port: "Port", pid: "PID", uptime: "Uptime", command: "Command", health: "Health", restart: "Restart" }).map(
-        ([key, label]) => [h("dt", {}, label), facts[key]],
-      ),
+      Object.entries(FACT_LABELS).map(([key, label]) => [h("dt", {}, label), facts[key]]),
     ),
     actions.el,
   );
@@ -130,7 +146,15 @@ export function mountInstance(root, ctx, name) {
     h(
       "section",
       { class: "log-panel" },
-      h("header", { class: "log-head" }, h("h2", {}, "Log"), log.status, h("span", { class: "spacer" }), log.jump, download),
+      h(
+        "header",
+        { class: "log-head" },
+        h("h2", {}, "Log"),
+        log.status,
+        h("span", { class: "spacer" }),
+        log.jump,
+        download,
+      ),
       log.lines,
     ),
   );
@@ -163,7 +187,7 @@ export function mountInstance(root, ctx, name) {
       else ctx.notify.error(error, `Load ${name}`);
     });
 
-  const stream = ctx.stream("/ws/instances", {
+  stream = ctx.stream("/ws/instances", {
     onOpen: (live) => {
       awaiting = live.send({ type: "set_include_archived", value: true });
     },
@@ -187,17 +211,17 @@ export function mountInstance(root, ctx, name) {
     onFrame: (frame) => {
       if (frame.type === "backlog") log.reset(frame.lines);
       else if (frame.type === "lines") log.append(frame.lines);
-      else if (frame.type === "rotated") log.mark("\u2014 log rotated: a new file starts here \u2014");
+      else if (frame.type === "rotated") log.mark(ROTATED);
     },
     onError: (error) => {
       if (error.code === "instance_not_found" || error.code === 4404) notFound(error.message);
-      else if (typeof error.code === "string") ctx.notify.error(new Error(error.message), "Log stream");
+      else ctx.notify.error(new Error(error.message), "Log stream");
     },
     poll: {
       fetch: () => get(`${instancePath(name, "logs")}?lines=${BACKLOG}`),
       apply: (body) => {
         const { lines, gap } = newTailLines(log.recent(50), body.lines);
-        if (gap) log.mark("\u2014 lines may be missing here (log rotated or polled late) \u2014");
+        if (gap) log.mark(GAP);
         log.append(lines);
       },
       everyMs: POLL_MS.logs,

@@ -6,7 +6,12 @@ export const BACKOFF_STEPS_MS = Object.freeze([1000, 2000, 4000, 8000, 16000, 30
 export const FALLBACK_AFTER = 3;
 export const PING_EVERY_MS = 30_000;
 export const SILENCE_LIMIT_MS = 90_000;
-export const POLL_MS = Object.freeze({ instances: 5000, logs: 3000, messages: 5000, health: 15000 });
+export const POLL_MS = Object.freeze({
+  instances: 5000,
+  logs: 3000,
+  messages: 5000,
+  health: 15000,
+});
 
 // Close codes after which reconnecting cannot help (the request itself is wrong).
 export const TERMINAL_CLOSE_CODES = Object.freeze([1008, 4400, 4404]);

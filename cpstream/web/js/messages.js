@@ -6,12 +6,18 @@ import { clock, fill, h } from "./dom.js";
 import { POLL_MS } from "./live.js";
 import { MAX_MESSAGE_ROWS, eventFromMessage, messagesHash } from "./model.js";
 
+const COLUMNS = ["Time", "Event", "Type", "From", "To", "Correlation", "Message", "Detail"];
+
+function eventBadge(event) {
+  return h("span", { class: `badge event-${event}` }, event);
+}
+
 function row(event, select) {
   const tr = h(
     "tr",
     { tabindex: "0", dataset: { messageId: event.message_id, event: event.event } },
     h("td", { class: "mono" }, clock(event.timestamp)),
-    h("td", {}, h("span", { class: `badge event-${event.event}` }, event.event)),
+    h("td", {}, eventBadge(event.event)),
     h("td", {}, event.message_type),
     h("td", {}, event.from),
     h("td", {}, event.to),
@@ -29,13 +35,77 @@ function row(event, select) {
   return tr;
 }
 
+/** The filters as query parameters, empty ones left out. */
+function queryOf(filters, extra = {}) {
+  const set = Object.entries(filters).filter(([, value]) => value);
+  return new URLSearchParams({ ...Object.fromEntries(set), ...extra }).toString();
+}
+
+function filterInput(name, value) {
+  return h("input", {
+    name,
+    value,
+    placeholder: "any",
+    autocomplete: "off",
+    spellcheck: "false",
+    list: name === "instance" ? "instance-names" : null,
+  });
+}
+
+/** The message detail panel: fields, the redacted payload, the timeline. */
+function detail(message, close) {
+  const field = (label, value) => [h("dt", {}, label), h("dd", {}, value ?? "\u2014")];
+  return [
+    h(
+      "header",
+      { class: "panel-head" },
+      h("h2", {}, message.message_type),
+      eventBadge(message.status),
+      h("span", { class: "spacer" }),
+      h(
+        "button",
+        { type: "button", class: "btn btn-sm", "aria-label": "Close message", onclick: close },
+        "\u00d7",
+      ),
+    ),
+    h(
+      "dl",
+      { class: "facts facts-wide" },
+      field("Id", h("span", { class: "mono" }, message.id)),
+      field("From", message.from_instance),
+      field("To", message.to_instance),
+      field("Correlation", message.correlation_id),
+      field("Attempts", `${message.attempts} of ${message.max_retries}`),
+      field("Created", message.created_at),
+      field("Expires", message.expires_at),
+    ),
+    h("h3", {}, "Payload (redacted)"),
+    h("pre", { class: "payload" }, JSON.stringify(message.payload, null, 2)),
+    h("h3", {}, "Timeline"),
+    h(
+      "ol",
+      { class: "timeline" },
+      message.events.map((e) =>
+        h(
+          "li",
+          {},
+          h("span", { class: "mono" }, e.timestamp),
+          " ",
+          eventBadge(e.event),
+          e.detail ? ` ${e.detail}` : "",
+        ),
+      ),
+    ),
+  ];
+}
+
 /** Mount the messages page in `root` with `query` filters; returns its teardown. */
 export function mountMessages(root, ctx, query) {
   const filters = { instance: query.instance ?? "", correlation_id: query.correlation_id ?? "" };
   let selected = null;
 
-  const instanceInput = h("input", { name: "instance", list: "instance-names", value: filters.instance, placeholder: "any", autocomplete: "off" });
-  const correlationInput = h("input", { name: "correlation_id", value: filters.correlation_id, placeholder: "any", autocomplete: "off", spellcheck: "false" });
+  const instanceInput = filterInput("instance", filters.instance);
+  const correlationInput = filterInput("correlation_id", filters.correlation_id);
   const names = h("datalist", { id: "instance-names" });
   const form = h(
     "form",
@@ -43,38 +113,47 @@ export function mountMessages(root, ctx, query) {
     h("label", { class: "field" }, h("span", {}, "Instance"), instanceInput),
     h("label", { class: "field" }, h("span", {}, "Correlation id"), correlationInput),
     h("button", { type: "submit", class: "btn btn-primary" }, "Apply"),
-    h("button", { type: "button", class: "btn", onclick: () => (location.hash = messagesHash({})) }, "Clear"),
+    h(
+      "button",
+      { type: "button", class: "btn", onclick: () => (location.hash = messagesHash({})) },
+      "Clear",
+    ),
     names,
   );
   form.addEventListener("submit", (event) => {
     event.preventDefault();
-    location.hash = messagesHash({ instance: instanceInput.value.trim(), correlation_id: correlationInput.value.trim() });
+    location.hash = messagesHash({
+      instance: instanceInput.value.trim(),
+      correlation_id: correlationInput.value.trim(),
+    });
   });
 
   const body = h("tbody", {});
-  const note = h("p", { class: "hint", hidden: true }, "Polling: one row per message, with its latest status.");
+  const note = h(
+    "p",
+    { class: "hint", hidden: true },
+    "Polling: one row per message, with its latest status.",
+  );
   const empty = h("p", { class: "empty" }, "No message events yet.");
-  const panel = h("aside", { class: "message-panel", hidden: true, "aria-label": "Message", tabindex: "-1" });
+  const panel = h("aside", { class: "message-panel", hidden: true, "aria-label": "Message" });
+  const head = h("tr", {}, COLUMNS.map((title) => h("th", { scope: "col" }, title)));
+  const table = h("table", { class: "events" }, h("thead", {}, head), body);
   root.append(
     h("section", { class: "toolbar" }, h("h1", {}, "Messages"), form),
     note,
     h(
       "div",
       { class: "split" },
-      h(
-        "div",
-        { class: "table-wrap" },
-        h(
-          "table",
-          { class: "events" },
-          h("thead", {}, h("tr", {}, ["Time", "Event", "Type", "From", "To", "Correlation", "Message", "Detail"].map((t) => h("th", { scope: "col" }, t)))),
-          body,
-        ),
-        empty,
-      ),
+      h("div", { class: "table-wrap" }, table, empty),
       panel,
     ),
   );
+
+  const close = () => {
+    selected = null;
+    panel.hidden = true;
+    for (const tr of body.children) tr.classList.remove("selected");
+  };
 
   const show = async (id) => {
     selected = id;
@@ -87,46 +166,8 @@ export function mountMessages(root, ctx, query) {
       return;
     }
     if (selected !== id) return;
-    const field = (label, value) => [h("dt", {}, label), h("dd", {}, value ?? "\u2014")];
-    fill(
-      panel,
-      h(
-        "header",
-        { class: "panel-head" },
-        h("h2", {}, message.message_type),
-        h("span", { class: `badge event-${message.status}` }, message.status),
-        h("span", { class: "spacer" }),
-        h("button", { type: "button", class: "btn btn-sm", "aria-label": "Close message", onclick: close }, "\u00d7"),
-      ),
-      h(
-        "dl",
-        { class: "facts facts-wide" },
-        field("Id", h("span", { class: "mono" }, message.id)),
-        field("From", message.from_instance),
-        field("To", message.to_instance),
-        field("Correlation", message.correlation_id),
-        field("Attempts", `${message.attempts} of ${message.max_retries}`),
-        field("Created", message.created_at),
-        field("Expires", message.expires_at),
-      ),
-      h("h3", {}, "Payload (redacted)"),
-      h("pre", { class: "payload" }, JSON.stringify(message.payload, null, 2)),
-      h("h3", {}, "Timeline"),
-      h(
-        "ol",
-        { class: "timeline" },
-        message.events.map((e) =>
-          h("li", {}, h("span", { class: "mono" }, e.timestamp), " ", h("span", { class: `badge event-${e.event}` }, e.event), e.detail ? ` ${e.detail}` : ""),
-        ),
-      ),
-    );
+    fill(panel, detail(message, close));
     panel.hidden = false;
-  };
-
-  const close = () => {
-    selected = null;
-    panel.hidden = true;
-    for (const tr of body.children) tr.classList.remove("selected");
   };
 
   const setRows = (events) => {
@@ -134,7 +175,7 @@ export function mountMessages(root, ctx, query) {
     empty.hidden = events.length > 0;
   };
 
-  ctx.stream(`/ws/messages?${new URLSearchParams(Object.entries(filters).filter(([, v]) => v))}`, {
+  ctx.stream(`/ws/messages?${queryOf(filters)}`, {
     onOpen: () => (note.hidden = true),
     onFrame: (frame) => {
       if (frame.type === "snapshot") {
@@ -148,7 +189,7 @@ export function mountMessages(root, ctx, query) {
     },
     onError: (error) => ctx.notify.error(new Error(error.message), "Message stream"),
     poll: {
-      fetch: () => get(`/api/messages?${new URLSearchParams({ ...Object.fromEntries(Object.entries(filters).filter(([, v]) => v)), limit: "100" })}`),
+      fetch: () => get(`/api/messages?${queryOf(filters, { limit: "100" })}`),
       apply: (messages) => {
         note.hidden = false;
         setRows(messages.map(eventFromMessage));
@@ -158,7 +199,10 @@ export function mountMessages(root, ctx, query) {
   });
 
   get("/api/instances?include_archived=true")
-    .then((list) => fill(names, [...new Set(list.map((i) => i.name))].map((n) => h("option", { value: n }))))
-    .catch(() => {});
+    .then((list) => {
+      const unique = [...new Set(list.map((i) => i.name))];
+      fill(names, unique.map((name) => h("option", { value: name })));
+    })
+    .catch(() => {}); // suggestions only: the filter works without them
   return () => {};
 }

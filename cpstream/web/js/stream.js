@@ -87,6 +87,7 @@ export class LiveStream {
     this.link = new Link({ random: env.random });
     this.poller = handlers.poll ? new Poller(handlers.poll, env) : null;
     this.socket = null;
+    this._errored = false;
     this._timers = { retry: null, ping: null, silence: null };
   }
 
@@ -130,6 +131,7 @@ export class LiveStream {
       return;
     }
     this.socket = socket;
+    this._errored = false;
     socket.onopen = () => this._opened(socket);
     socket.onmessage = (event) => this._message(socket, event);
     socket.onclose = (event) => this._closedBy(socket, event);
@@ -157,6 +159,7 @@ export class LiveStream {
     if (!frame || typeof frame !== "object") return;
     this._watchSilence();
     if (frame.type === "error") {
+      this._errored = true;
       this.onError(frame);
       return;
     }
@@ -171,7 +174,9 @@ export class LiveStream {
     this._clear("silence");
     if (TERMINAL_CLOSE_CODES.includes(event.code)) {
       this._finish();
-      this.onError({ code: event.code, message: event.reason || `closed with ${event.code}` });
+      if (!this._errored) {
+        this.onError({ code: event.code, message: event.reason || `closed with ${event.code}` });
+      }
       return;
     }
     this._failed();
