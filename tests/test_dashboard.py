@@ -16,6 +16,7 @@ import pytest_twisted
 
 from tests.browser import Browser, Tab, require_chromium
 from tests.support import ARTIFACTS, Daemon, get_json, kill_processes_with, post_json, sleep
+from tests.wsclient import WSClient
 
 AGENT = [sys.executable, "-m", "cpstream.agent"]
 POLL_INSTANCES_S = 5.0
@@ -437,6 +438,56 @@ async def test_outage_falls_back_to_polling_and_recovers(browser, tabs, tmp_path
         assert later == polls, "polling continued after the stream reconnected"
         print(f"daemon down -> polling: {to_polling:.1f} s; daemon up -> live: {to_live:.1f} s")
     finally:
+        await daemon.stop()
+        kill_processes_with("CPSTREAM_URL", daemon.url)
+
+
+@pytest_twisted.ensureDeferred
+async def test_refused_streams_poll_and_still_show_changes(browser, tabs, tmp_path):
+    """With the one stream slot taken (503), the views poll REST and keep showing changes."""
+    daemon = await Daemon(tmp_path / "busy", "--max-connections", "1").start()
+    holder = None
+    try:
+        name = "polled"
+        await create(daemon, name, "--heartbeat", "60", start=True)
+        log_file = Path(daemon.data_dir) / "instances" / name / "logs" / "daemon.log"
+        holder = await WSClient.connect(daemon.url, "/ws/messages")
+        tab = await tabs(f"{daemon.url}/#/instances/{name}")
+        tab.allow(WS_REFUSED)
+
+        def instance_page() -> None:
+            page = tab.page
+            mode = page.locator("#mode")
+            expect(mode).to_have_text("Live updates unavailable -- polling", timeout=15_000)
+            expect(page.locator(".details .badge")).to_have_text("running")
+            lines = page.locator(".log .line")
+            expect(lines.first).to_contain_text(f"agent {name} starting")
+            with open(log_file, "a") as f:
+                f.write("a line read by polling\n")
+            expect(lines.last).to_have_text("a line read by polling", timeout=5_000)
+            expect(lines.filter(has_text=f"agent {name} starting")).to_have_count(1)
+
+        await browser.run(instance_page)
+        await create(daemon, "late")
+
+        def dashboard() -> None:
+            page = tab.page
+            page.evaluate("location.hash = '#/'")
+            expect(page.locator("#mode")).to_have_text(
+                "Live updates unavailable -- polling", timeout=15_000
+            )
+            expect(card(page, name).locator(".badge")).to_have_text("running")
+            late = card(page, "late")
+            expect(late.locator(".badge")).to_have_text("stopped")
+            late.locator('[data-action="start"]').click()
+            expect(late.locator(".badge")).to_have_text(
+                re.compile("starting|running"), timeout=2_000
+            )
+
+        await browser.run(dashboard)
+    finally:
+        if holder is not None:
+            await holder.close()
         await daemon.stop()
         kill_processes_with("CPSTREAM_URL", daemon.url)
 
