@@ -81,10 +81,9 @@ function main() {
     else if (route.view === "instance") unmount = mountInstance(view, ctx, route.name);
     else if (route.view === "messages") unmount = mountMessages(view, ctx, route.query);
     else view.append(h("p", { class: "empty" }, "No such page. ", h("a", { href: "#/" }, "Home")));
+    const section = route.view === "instance" ? "dashboard" : route.view;
     for (const link of document.querySelectorAll("nav.main a")) {
-      const view = route.view === "instance" ? "dashboard" : route.view;
-      const current = link.dataset.view === view;
-      if (current) link.setAttribute("aria-current", "page");
+      if (link.dataset.view === section) link.setAttribute("aria-current", "page");
       else link.removeAttribute("aria-current");
     }
     document.title = route.view === "instance" ? `${route.name} \u2014 cpstream` : "cpstream";
