@@ -1,5 +1,6 @@
 # Two commands: `make run` (daemon with a live demo) and `make test` (the whole suite).
 PYTHON ?= python3
+NODE   ?= node
 VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
@@ -29,6 +30,7 @@ lint: $(VENV)/.test-deps
 
 test: $(VENV)/.test-deps lint
 	mkdir -p $(ARTIFACTS)
+	$(NODE) --test tests/js/
 	$(BIN)/pytest -q -p no:randomly --junitxml=$(ARTIFACTS)/junit.xml
 
 clean:

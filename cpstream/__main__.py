@@ -1,4 +1,4 @@
-"""``python -m cpstream [options]`` is ``twistd -n cpstream [options]``."""
+"""``python -m cpstream [options]`` is ``twistd -n cpstream [options]`` without a pid file."""
 
 import sys
 
@@ -6,7 +6,7 @@ from twisted.scripts.twistd import run
 
 
 def main() -> None:
-    sys.argv = ["twistd", "--nodaemon", "cpstream", *sys.argv[1:]]
+    sys.argv = ["twistd", "--nodaemon", "--pidfile=", "cpstream", *sys.argv[1:]]
     run()
 
 

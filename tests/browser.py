@@ -1,0 +1,139 @@
+"""A real headless Chromium for the dashboard tests, driven from the reactor.
+
+Playwright's sync API blocks, so every call runs on one dedicated thread
+(Playwright objects belong to the thread that made them) while the reactor
+keeps serving the daemons' output; tests ``await browser.run(fn, ...)``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from twisted.internet import reactor as global_reactor
+from twisted.internet import threads
+from twisted.python.threadpool import ThreadPool
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
+]
+TIMEOUT_MS = 10_000
+
+
+def require_chromium() -> None:
+    """Skip without Chromium, except in CI (``CI=true``), where that is a failure."""
+    if CHROMIUM.exists():
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true but {CHROMIUM} is missing: .ci/run must install chromium")
+    pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
+
+
+class Browser:
+    """One Chromium process (fresh temporary profile) on one Playwright thread."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPool(minthreads=1, maxthreads=1, name="playwright")
+        self._playwright: Any = None
+        self._chromium: Any = None
+        self._profile = tempfile.TemporaryDirectory(prefix="cpstream-chromium-")
+
+    def run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """A Deferred firing with ``fn(*args, **kwargs)`` run on the Playwright thread."""
+        return threads.deferToThreadPool(global_reactor, self._pool, fn, *args, **kwargs)
+
+    async def start(self) -> Browser:
+        self._pool.start()
+        await self.run(self._launch)
+        return self
+
+    def _launch(self) -> None:
+        from playwright.sync_api import sync_playwright
+
+        self._playwright = sync_playwright().start()
+        self._chromium = self._playwright.chromium.launch_persistent_context(
+            self._profile.name,
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 800},
+        )
+        self._chromium.set_default_timeout(TIMEOUT_MS)
+
+    async def stop(self) -> None:
+        try:
+            await self.run(self._close)
+        finally:
+            self._pool.stop()
+            self._profile.cleanup()
+
+    def _close(self) -> None:
+        if self._chromium is not None:
+            self._chromium.close()
+        if self._playwright is not None:
+            self._playwright.stop()
+
+    async def open(self, url: str) -> Tab:
+        """A new tab at ``url`` that records console messages, page errors and requests."""
+        return await self.run(self._open, url)
+
+    def _open(self, url: str) -> Tab:
+        tab = Tab(self._chromium.new_page())
+        tab.page.goto(url)
+        return tab
+
+
+class Tab:
+    """A page plus what it reported: console messages, uncaught errors, requests, sockets."""
+
+    def __init__(self, page: Any) -> None:
+        self.page = page
+        self._lock = threading.Lock()
+        self.console: list[tuple[str, str]] = []
+        self.page_errors: list[str] = []
+        self.requests: list[tuple[float, str]] = []
+        self.sockets: list[str] = []
+        self.allowed: list[re.Pattern[str]] = []
+        page.on("console", self._console)
+        page.on("pageerror", lambda error: self._record(self.page_errors, str(error)))
+        page.on("request", self._request)
+        page.on("websocket", lambda socket: self._record(self.sockets, socket.url))
+
+    def _record(self, into: list, item: Any) -> None:
+        with self._lock:
+            into.append(item)
+
+    def _console(self, message: Any) -> None:
+        self._record(self.console, (message.type, message.text))
+
+    def _request(self, request: Any) -> None:
+        self._record(self.requests, (global_reactor.seconds(), request.url))
+
+    def allow(self, pattern: str) -> None:
+        """Console errors matching ``pattern`` are expected (the browser's own network log)."""
+        self.allowed.append(re.compile(pattern))
+
+    def unexpected(self) -> list[str]:
+        """Uncaught errors, and console errors or warnings nobody declared expected."""
+        with self._lock:
+            found = [f"pageerror: {e}" for e in self.page_errors]
+            for kind, text in self.console:
+                if kind in ("error", "warning") and not any(p.search(text) for p in self.allowed):
+                    found.append(f"console.{kind}: {text}")
+            return found
+
+    def close(self) -> None:
+        self.page.close()
