@@ -169,7 +169,7 @@ class ControlAPI:
 
     @app.route("/instances/<string:name>", methods=["DELETE"])
     def delete_instance(self, request: IRequest, name: str) -> bytes:
-        instance = self._registry.get(name)
+        instance = self._registry.get_archived(name)
         self._registry.delete(instance)
         return json_response(request, {"status": "deleted", "name": name})
 

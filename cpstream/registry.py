@@ -154,11 +154,17 @@ class Registry:
         return instance
 
     def get_archived(self, name: str) -> Instance:
-        """The most recently archived instance of that name (409 if it is active)."""
-        instance = self.get(name)
-        if not instance.archived:
+        """The most recently archived instance of that name, even if the name is active again.
+
+        Archived and active instances may share a name; operations meant for
+        archived ones (unarchive, delete) must find the archived one.
+        """
+        archived = [i for i in self._by_id.values() if i.name == name and i.archived]
+        if archived:
+            return max(archived, key=lambda i: i.archived_at or "")
+        if self.find(name) is not None:
             raise IllegalTransition(f"Instance '{name}' is not archived")
-        return instance
+        raise UnknownInstance(f"No instance named '{name}'")
 
     def snapshot(self, include_archived: bool) -> dict[str, Any]:
         """A ``/ws/instances`` snapshot frame, current to the hub's ``seq``."""

@@ -50,6 +50,7 @@ class ControlPlaneSite(Site):
 
     def getResourceFor(self, request: Any) -> IResource:  # noqa: N802 (Twisted API)
         request.setHeader(b"server", SERVER_NAME)
+        request.setHeader(b"cache-control", b"no-cache")  # UI files revalidate after upgrades
         try:
             self._guard.check(request)
         except Refusal as refusal:

@@ -188,8 +188,20 @@ async def test_unarchive_into_a_taken_name_is_409(cp):
     await post_json(cp.api("/instances/a/archive"))
     await create(cp, "a", port=18851)
     code, body = await post_json(cp.api("/instances/a/unarchive"))
-    assert code == 409
-    code, body = await post_json(cp.api("/instances/a/unarchive"))
+    assert code == 409 and "already taken" in body["error"]
+    assert len(cp.registry.all(include_archived=True)) == 2 and cp.registry.get("a").port == 18851
+
+
+@pytest_twisted.ensureDeferred
+async def test_archived_and_active_instances_sharing_a_name(cp):
+    """Delete and unarchive act on the archived instance even when the name is active again."""
+    old = await create(cp, "a", port=18850)
+    await post_json(cp.api("/instances/a/archive"))
+    new = await create(cp, "a", port=18851)
+    assert await delete_json(cp.api("/instances/a")) == (200, {"status": "deleted", "name": "a"})
+    code, listed = await get_json(cp.api("/instances?include_archived=true"))
+    assert [i["id"] for i in listed] == [new["id"]] and old["id"] != new["id"]
+    code, body = await delete_json(cp.api("/instances/a"))
     assert code == 409 and "not archived" in body["error"]
 
 
