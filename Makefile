@@ -35,3 +35,6 @@ test: $(VENV)/.test-deps lint
 
 clean:
 	rm -rf $(VENV) $(ARTIFACTS) build *.egg-info
+
+bench: $(VENV)/.test-deps
+	$(BIN)/python -m bench.run

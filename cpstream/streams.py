@@ -42,6 +42,7 @@ from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.protocol import PreparedMessage
 from twisted.internet import defer
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 
@@ -119,6 +120,28 @@ class Streams:
         self.accepting = True
         self._last_cap_log: float | None = None
         self.refused = 0
+        self._sweep = LoopingCall(self._sweep_idle)
+        self._sweep.clock = clock
+
+    def opened(self, connection: StreamProtocol) -> None:
+        """Count a new connection; the idle sweep runs while any is open."""
+        self.connections.add(connection)
+        if not self._sweep.running:
+            self._sweep.start(min(1.0, self.idle_timeout / 10), now=False)
+
+    def closed(self, connection: StreamProtocol) -> None:
+        self.connections.discard(connection)
+        if not self.connections and self._sweep.running:
+            self._sweep.stop()
+
+    def _sweep_idle(self) -> None:
+        """Close connections silent for the idle timeout: one timer for all of them."""
+        try:
+            limit = self.clock.seconds() - self.idle_timeout
+            for connection in [c for c in self.connections if c.last_seen <= limit]:
+                connection.close_going_away("idle timeout")
+        except Exception:
+            self._log.failure("idle sweep failed")
 
     def admit(self) -> bool:
         """Whether one more connection may open now; refusals are logged sparingly."""
@@ -174,7 +197,7 @@ class StreamProtocol(WebSocketServerProtocol):
     def __init__(self) -> None:
         super().__init__()
         self.paused = False
-        self._idle_call: Any = None
+        self.last_seen = 0.0
         self._stuck_call: Any = None
         self._pong_owed = False
         self._done = False
@@ -189,13 +212,12 @@ class StreamProtocol(WebSocketServerProtocol):
         """Read the upgrade request's path and query; set ``self.problem`` to refuse."""
 
     def onOpen(self) -> None:  # noqa: N802 (Autobahn API)
-        self.factory.streams.connections.add(self)
+        self.last_seen = self.factory.clock.seconds()
+        self.factory.streams.opened(self)
         self._bound_kernel_buffer()
+        self._forget_handshake()
         self.transport.unregisterProducer()
         self.transport.registerProducer(self, True)
-        self._idle_call = self.factory.clock.callLater(
-            self.factory.streams.idle_timeout, self._idle_timeout
-        )
         if self.problem is not None:
             self.send_error(*self.problem)
             return
@@ -203,6 +225,12 @@ class StreamProtocol(WebSocketServerProtocol):
 
     def opened(self) -> None:
         """The stream starts: send its first frame."""
+
+    def _forget_handshake(self) -> None:
+        """Drop the opening handshake's request and response: a connection lives long."""
+        self.http_headers = self.http_raw_headers = {}
+        self.http_request_data = self.http_response_data = b""
+        self.websocket_protocols = []
 
     def _bound_kernel_buffer(self) -> None:
         """A fixed socket send buffer: a stuck client holds at most this much kernel memory.
@@ -223,10 +251,9 @@ class StreamProtocol(WebSocketServerProtocol):
         if self._done:
             return
         self._done = True
-        for call in (self._idle_call, self._stuck_call):
-            if call is not None and call.active():
-                call.cancel()
-        self.factory.streams.connections.discard(self)
+        if self._stuck_call is not None and self._stuck_call.active():
+            self._stuck_call.cancel()
+        self.factory.streams.closed(self)
         self.ended()
 
     def ended(self) -> None:
@@ -239,8 +266,7 @@ class StreamProtocol(WebSocketServerProtocol):
     # -- inbound -----------------------------------------------------------------
 
     def _touch(self) -> None:
-        if self._idle_call is not None and self._idle_call.active():
-            self._idle_call.reset(self.factory.streams.idle_timeout)
+        self.last_seen = self.factory.clock.seconds()
 
     def onPing(self, payload: bytes) -> None:  # noqa: N802 (Autobahn API)
         self._touch()
@@ -312,10 +338,6 @@ class StreamProtocol(WebSocketServerProtocol):
         """Close with 1001 (``sendClose`` refuses 1001, so send the frame directly)."""
         if self.state == self.STATE_OPEN:
             self.sendCloseFrame(1001, reason.encode(), isReply=False)
-
-    def _idle_timeout(self) -> None:
-        self._idle_call = None
-        self.close_going_away("idle timeout")
 
     # -- producer ----------------------------------------------------------------
 

@@ -100,7 +100,7 @@ def test_idle_connection_is_closed_after_the_timeout(world):
     assert client.frames[0]["type"] == "snapshot"
     world.advance(89.9, step=0.1)
     assert client.close is None
-    world.advance(0.2, step=0.1)
+    world.advance(1.1, step=0.1)
     assert client.close == (1001, "idle timeout")
 
 
