@@ -1,4 +1,5 @@
 # Two commands: `make run` (daemon with a live demo) and `make test` (the whole suite).
+# `make conformance` runs all 517 Autobahn TestSuite cases (minutes; `make test` runs 1.* to 10.*).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -30,6 +31,11 @@ lint: $(VENV)/.test-deps
 test: $(VENV)/.test-deps lint
 	mkdir -p $(ARTIFACTS)
 	$(BIN)/pytest -q -p no:randomly --junitxml=$(ARTIFACTS)/junit.xml
+
+conformance: $(VENV)/.test-deps
+	mkdir -p $(ARTIFACTS)
+	$(BIN)/pytest -q -p no:randomly -m conformance --junitxml=$(ARTIFACTS)/junit-conformance.xml \
+		tests/test_conformance.py
 
 clean:
 	rm -rf $(VENV) $(ARTIFACTS) build *.egg-info

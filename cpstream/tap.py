@@ -126,7 +126,9 @@ def makeService(config: Options, reactor: Any = None) -> ControlPlane:  # noqa: 
     api = ControlAPI(registry, supervisor, logs, messaging)
     streams = Streams(reactor, config["idle-timeout"], config["max-connections"])
     tails = LogTails(reactor, inotify=_inotify(reactor))
-    ws = build_streams(streams, registry, instances_hub, messaging, messages_hub, logs, tails)
+    ws = build_streams(
+        streams, registry, instances_hub, messaging, messages_hub, logs, tails, config["echo"]
+    )
     guard = Guard(config["allowed-host"], config["allowed-origin"])
     site = ControlPlaneSite(build_root(api.app.resource(), ws), guard)
     web = WebService(endpoints.serverFromString(reactor, config["listen"]), site)

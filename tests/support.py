@@ -102,6 +102,38 @@ async def delete_json(url: str, **kwargs: Any) -> tuple[int, Any]:
     return response.code, await response.json()
 
 
+class _Collect(ProcessProtocol):
+    """Keeps a child's output; ``ended`` fires with its exit code (``None`` if killed)."""
+
+    def __init__(self) -> None:
+        self.output = b""
+        self.ended: defer.Deferred = defer.Deferred()
+
+    def outReceived(self, data: bytes) -> None:  # noqa: N802 (Twisted API)
+        self.output += data
+
+    errReceived = outReceived
+
+    def processEnded(self, reason: Any) -> None:  # noqa: N802 (Twisted API)
+        self.ended.callback(reason.value.exitCode)
+
+
+async def run_process(argv: list[str], timeout: float) -> tuple[int | None, str]:
+    """Run ``argv`` to its end without blocking the reactor; SIGKILL it after ``timeout``."""
+    collect = _Collect()
+    process = global_reactor.spawnProcess(collect, argv[0], argv, env=dict(os.environ))
+    killer = global_reactor.callLater(timeout, process.signalProcess, "KILL")
+    try:
+        code = await collect.ended
+    finally:
+        if killer.active():
+            killer.cancel()
+    output = collect.output.decode("utf-8", "replace")
+    if code is None:
+        output += f"\n[killed after {timeout:.0f}s]"
+    return code, output
+
+
 class _DaemonProtocol(ProcessProtocol):
     def __init__(self, daemon: Daemon) -> None:
         self._daemon = daemon
