@@ -149,12 +149,18 @@ class _DaemonProtocol(ProcessProtocol):
 
 
 class Daemon:
-    """``twistd -n cpstream`` as a real child process on a free loopback port."""
+    """``twistd -n cpstream`` as a real child process on a free loopback port.
 
-    def __init__(self, data_dir: Path, *args: str, port: int = 0) -> None:
+    ``program`` replaces ``python -m cpstream`` (a benchmark's own server entry point).
+    """
+
+    def __init__(
+        self, data_dir: Path, *args: str, port: int = 0, program: tuple[str, ...] = ()
+    ) -> None:
         self.data_dir = data_dir
         self.args = args
         self.port = port
+        self.program = program or (sys.executable, "-m", "cpstream")
         self.output = b""
         self.url = ""
         self._listening: defer.Deferred | None = None
@@ -178,9 +184,7 @@ class Daemon:
         self._listening = defer.Deferred()
         self._protocol = _DaemonProtocol(self)
         argv = [
-            sys.executable,
-            "-m",
-            "cpstream",
+            *self.program,
             "--data-dir",
             str(self.data_dir),
             "--listen",
@@ -188,7 +192,7 @@ class Daemon:
             *self.args,
         ]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        global_reactor.spawnProcess(self._protocol, sys.executable, argv, env=env, path=str(ROOT))
+        global_reactor.spawnProcess(self._protocol, argv[0], argv, env=env, path=str(ROOT))
         self._protocol.ended.addCallback(self._ended_early)
         self._listening.addTimeout(timeout, global_reactor)
         await self._listening

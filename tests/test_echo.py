@@ -108,13 +108,19 @@ async def test_echo_stops_reading_while_its_client_does_not_read(echo_cp):
     client = await WSClient.connect(echo_cp.url, "/ws/echo")
     client.protocol.transport.pauseProducing()
     chunk, count = b"\x07" * 65536, 512
+    total = count * len(chunk)
     for _ in range(count):
         client.send_raw(chunk, binary=True)
     (echo,) = await wait_for(lambda: list(echo_cp.service.streams.connections))
     await wait_for(lambda: echo.paused)
-    read = echo.trafficStats.incomingOctetsWireLevel
-    await sleep(0.3)
-    assert echo.trafficStats.incomingOctetsWireLevel == read < count * len(chunk) // 2
+    read = -1
+    for _ in range(40):
+        if read == echo.trafficStats.incomingOctetsWireLevel:
+            break
+        read = echo.trafficStats.incomingOctetsWireLevel
+        await sleep(0.5)
+    assert echo.paused and read == echo.trafficStats.incomingOctetsWireLevel
+    assert read < total // 2, "the echo read on while its echoes piled up"
     client.protocol.transport.resumeProducing()
     await wait_for(lambda: len(client.raw) == count, timeout=30)
     assert set(client.raw) == {chunk}
