@@ -6,6 +6,7 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 LISTEN ?= tcp:18800:interface=127.0.0.1
 ARTIFACTS ?= test-artifacts
+export ARTIFACTS
 LINTED := $(wildcard cpstream tests bench twisted)
 
 .PHONY: run test lint bench conformance soak clean
