@@ -1,4 +1,5 @@
 # Two commands: `make run` (daemon with a live demo) and `make test` (the whole suite).
+# `make conformance` runs all 517 Autobahn TestSuite cases (minutes; `make test` runs 1.* to 10.*).
 PYTHON ?= python3
 NODE   ?= node
 VENV   := .venv
@@ -6,6 +7,7 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 LISTEN ?= tcp:18800:interface=127.0.0.1
 ARTIFACTS ?= test-artifacts
+export ARTIFACTS
 LINTED := $(wildcard cpstream tests bench twisted)
 
 .PHONY: run test lint bench conformance soak clean
@@ -32,6 +34,11 @@ test: $(VENV)/.test-deps lint
 	mkdir -p $(ARTIFACTS)
 	$(NODE) --test tests/js/
 	$(BIN)/pytest -q -p no:randomly --junitxml=$(ARTIFACTS)/junit.xml
+
+conformance: $(VENV)/.test-deps
+	mkdir -p $(ARTIFACTS)
+	$(BIN)/pytest -q -p no:randomly -m conformance --junitxml=$(ARTIFACTS)/junit-conformance.xml \
+		tests/test_conformance.py
 
 clean:
 	rm -rf $(VENV) $(ARTIFACTS) build *.egg-info

@@ -17,6 +17,8 @@ Wire protocol (JSON text frames, each with a ``type``):
     server: ``snapshot {recent_events, seq}`` (the last 100 matching events,
     oldest first), then ``message_event {message_id, event, from, to,
     message_type, correlation_id, detail, seq, timestamp}``. Never a payload.
+``/ws/echo`` (only with ``--echo``: a test aid for conformance suites)
+    every text or binary message is sent back as it came; no JSON, no ``ping``.
 Every stream
     client ``ping`` -> server ``pong``. Any inbound frame resets the idle timer;
     silence for ``--idle-timeout`` closes with 1001 ``idle timeout``; shutdown
@@ -40,6 +42,7 @@ from urllib.parse import unquote
 
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflateOfferAccept
 from autobahn.websocket.protocol import PreparedMessage
 from twisted.internet import defer
 from twisted.internet.task import LoopingCall
@@ -50,9 +53,12 @@ from cpstream import wire
 from cpstream.hub import Event, encode
 from cpstream.logtail import ROTATED
 from cpstream.registry import UnknownInstance
-from cpstream.web import JSONError
+from cpstream.web import SERVER_NAME, JSONError
 
 MAX_CLIENT_MESSAGE = 64 * 1024
+# The echo endpoint's only exception: the Autobahn TestSuite echoes messages of
+# up to 16 MiB (cases 9.1.6, 9.2.6) and compressed ones of 128 KiB (12.*, 13.*).
+ECHO_MAX_MESSAGE = 16 * 1024 * 1024
 STUCK_TIMEOUT = 60.0
 BATCH_WINDOW = 0.1
 DEFAULT_BACKLOG = 100
@@ -66,8 +72,36 @@ CAP_LOG_EVERY = 10.0
 
 
 def prepare_frame(payload: bytes) -> PreparedMessage:
-    """One server text frame, built once and written to every subscriber."""
-    return PreparedMessage(payload, False, False, True)
+    """One server text frame, built once and written as is to every uncompressed subscriber.
+
+    A connection that negotiated permessage-deflate (where the settings accept
+    it) cannot share the bytes: Autobahn deflates the payload for it alone.
+    """
+    return PreparedMessage(payload, False, False, False)
+
+
+INSTANCES, LOGS, MESSAGES, ECHO = "instances", "logs", "messages", "echo"
+# permessage-deflate (RFC 7692) pays on the log stream: text batches written
+# per viewer anyway, 4x fewer bytes. On the instance and message streams it
+# would replace one shared prepared frame per event with a deflate per client:
+# 2-3.5x the server CPU per delivery and ~200 KiB instead of ~11 KiB per
+# connection, to save ~150 bytes per event (docs/compression.md, measured by
+# bench/compression.py). The echo endpoint mirrors the log stream, so the
+# conformance suite covers the compressed path.
+COMPRESSED = frozenset({LOGS, ECHO})
+
+
+def accept_deflate(offers: list[Any]) -> PerMessageDeflateOfferAccept | None:
+    """Accept the client's first permessage-deflate offer, with the parameters it asks for."""
+    for offer in offers:
+        if isinstance(offer, PerMessageDeflateOffer):
+            return PerMessageDeflateOfferAccept(offer)
+    return None
+
+
+def decline_compression(offers: list[Any]) -> None:
+    """Decline every compression offer: frames go out as prepared."""
+    return None
 
 
 @dataclass(frozen=True)
@@ -76,27 +110,42 @@ class StreamSettings:
 
     Autobahn's defaults are unsafe for us (any Origin, version 8, unlimited
     sizes, errors as TCP resets, an HTML status page): every one is set here,
-    and nowhere else.
+    and nowhere else. Endpoints differ in two named ways only: whether they
+    accept compression (``compressed``) and the echo endpoint's size limit.
     """
 
     max_message: int = MAX_CLIENT_MESSAGE
     open_handshake_timeout: float = 5.0
     close_handshake_timeout: float = 2.0
     send_buffer: int = SEND_BUFFER
+    compressed: frozenset[str] = COMPRESSED
 
-    def apply(self, factory: WebSocketServerFactory) -> None:
+    def message_limit(self, endpoint: str) -> int:
+        """The largest client frame and message ``endpoint`` accepts (1009 beyond).
+
+        The one exception, for the echo endpoint only: the conformance suite's
+        large-message cases. Every real stream keeps ``max_message``.
+        """
+        return ECHO_MAX_MESSAGE if endpoint == ECHO else self.max_message
+
+    def apply(self, factory: WebSocketServerFactory, endpoint: str) -> None:
+        """Set every protocol option of ``factory``, the factory of ``endpoint``."""
+        limit = self.message_limit(endpoint)
         factory.setProtocolOptions(
             versions=[13],
             webStatus=False,
             utf8validateIncoming=True,
             requireMaskedClientFrames=True,
-            maxFramePayloadSize=self.max_message,
-            maxMessagePayloadSize=self.max_message,
+            maxFramePayloadSize=limit,
+            maxMessagePayloadSize=limit,
             failByDrop=False,
             openHandshakeTimeout=self.open_handshake_timeout,
             closeHandshakeTimeout=self.close_handshake_timeout,
             autoPingInterval=0,
             tcpNoDelay=True,
+            perMessageCompressionAccept=(
+                accept_deflate if endpoint in self.compressed else decline_compression
+            ),
         )
 
 
@@ -179,19 +228,20 @@ class StreamFactory(WebSocketServerFactory):
     """A factory owning what its connections share: the streams and the collaborators."""
 
     def __init__(self, protocol: type, streams: Streams, **collaborators: Any) -> None:
-        super().__init__(server=None)
+        super().__init__(server=SERVER_NAME.decode())
         self.protocol = protocol
         self.streams = streams
         self.clock = streams.clock
         for name, value in collaborators.items():
             setattr(self, name, value)
-        streams.settings.apply(self)
+        streams.settings.apply(self, protocol.endpoint)
 
 
 class StreamProtocol(WebSocketServerProtocol):
     """The shared protocol: producer registration, ping/pong, idle timeout, errors."""
 
     _log = Logger()
+    endpoint = ""
     commands: tuple[str, ...] = ()
 
     def __init__(self) -> None:
@@ -465,6 +515,7 @@ class HubStream(StreamProtocol):
 class InstancesProtocol(HubStream):
     """``/ws/instances``: instance snapshots and lifecycle deltas."""
 
+    endpoint = INSTANCES
     commands = ("set_include_archived",)
 
     def parse(self, request: Any) -> None:
@@ -493,6 +544,8 @@ def _query(request: Any, name: str) -> str | None:
 class MessagesProtocol(HubStream):
     """``/ws/messages``: recent message events, then live ones, filtered."""
 
+    endpoint = MESSAGES
+
     def parse(self, request: Any) -> None:
         self.instance = _query(request, "instance") or None
         self.correlation_id = _query(request, "correlation_id") or None
@@ -511,6 +564,8 @@ class MessagesProtocol(HubStream):
 
 class LogsProtocol(StreamProtocol):
     """``/ws/instances/NAME/logs``: a backlog, then new complete lines in 100 ms batches."""
+
+    endpoint = LOGS
 
     def __init__(self) -> None:
         super().__init__()
@@ -589,6 +644,29 @@ class LogsProtocol(StreamProtocol):
             self.factory.tails.unfollow(self)
 
 
+class EchoProtocol(StreamProtocol):
+    """``/ws/echo``: every message back as it came, for conformance suites (``--echo``).
+
+    Everything but ``onMessage`` is the shared protocol: the same settings,
+    connection cap, idle timeout and shutdown. While the client does not read
+    the echoes, the echo stops reading from it, so memory stays bounded.
+    """
+
+    endpoint = ECHO
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:  # noqa: N802 (Autobahn API)
+        self._touch()
+        if self.live:
+            self.sendMessage(payload, isBinary)
+
+    def stream_paused(self) -> None:
+        self.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:  # noqa: N802 (Twisted API)
+        self.transport.resumeProducing()
+        super().resumeProducing()
+
+
 class StreamResource(WebSocketResource):
     """A stream endpoint: JSON 400 for a plain GET, 503 over the connection cap."""
 
@@ -662,8 +740,9 @@ def build_streams(
     messages_hub: Any,
     logs: Any,
     tails: Any,
+    echo: bool = False,
 ) -> Resource:
-    """The ``/ws/`` resource tree."""
+    """The ``/ws/`` resource tree; ``/ws/echo`` only when ``echo`` is set."""
     instances = StreamResource(
         StreamFactory(InstancesProtocol, streams, registry=registry, hub=instances_hub)
     )
@@ -676,4 +755,6 @@ def build_streams(
     root = _Branch()
     root.putChild(b"instances", _Instances(instances, logs_resource))
     root.putChild(b"messages", _Branch(messages))
+    if echo:
+        root.putChild(b"echo", _Branch(StreamResource(StreamFactory(EchoProtocol, streams))))
     return root

@@ -25,7 +25,7 @@ from cpstream.probe import HttpProbe
 from cpstream.registry import Registry
 from cpstream.service import ControlPlane, WebService
 from cpstream.store import Store
-from cpstream.streams import Streams, build_streams, prepare_frame
+from cpstream.streams import Streams, StreamSettings, build_streams, prepare_frame
 from cpstream.supervisor import Supervisor, default_command
 from cpstream.web import ControlPlaneSite, build_root
 
@@ -112,8 +112,10 @@ class Options(usage.Options):
         self["data-dir"] = Path(self["data-dir"]).expanduser()
 
 
-def makeService(config: Options, reactor: Any = None) -> ControlPlane:  # noqa: N802
-    """Build the control plane from parsed options."""
+def makeService(  # noqa: N802 (Twisted API)
+    config: Options, reactor: Any = None, settings: StreamSettings | None = None
+) -> ControlPlane:
+    """Build the control plane from parsed options (``settings``: for benchmarks only)."""
     if reactor is None:
         from twisted.internet import reactor
     data_dir = Path(config["data-dir"]).expanduser()
@@ -125,9 +127,11 @@ def makeService(config: Options, reactor: Any = None) -> ControlPlane:  # noqa: 
     supervisor = Supervisor(reactor, registry, logs, HttpProbe(reactor))
     messaging = Messaging(store, messages_hub, reactor, registry)
     api = ControlAPI(registry, supervisor, logs, messaging)
-    streams = Streams(reactor, config["idle-timeout"], config["max-connections"])
+    streams = Streams(reactor, config["idle-timeout"], config["max-connections"], settings)
     tails = LogTails(reactor, inotify=_inotify(reactor))
-    ws = build_streams(streams, registry, instances_hub, messaging, messages_hub, logs, tails)
+    ws = build_streams(
+        streams, registry, instances_hub, messaging, messages_hub, logs, tails, config["echo"]
+    )
     guard = Guard(config["allowed-host"], config["allowed-origin"])
     site = ControlPlaneSite(build_root(api.app.resource(), ws), guard)
     web = WebService(endpoints.serverFromString(reactor, config["listen"]), site)

@@ -102,6 +102,38 @@ async def delete_json(url: str, **kwargs: Any) -> tuple[int, Any]:
     return response.code, await response.json()
 
 
+class _Collect(ProcessProtocol):
+    """Keeps a child's output; ``ended`` fires with its exit code (``None`` if killed)."""
+
+    def __init__(self) -> None:
+        self.output = b""
+        self.ended: defer.Deferred = defer.Deferred()
+
+    def outReceived(self, data: bytes) -> None:  # noqa: N802 (Twisted API)
+        self.output += data
+
+    errReceived = outReceived
+
+    def processEnded(self, reason: Any) -> None:  # noqa: N802 (Twisted API)
+        self.ended.callback(reason.value.exitCode)
+
+
+async def run_process(argv: list[str], timeout: float) -> tuple[int | None, str]:
+    """Run ``argv`` to its end without blocking the reactor; SIGKILL it after ``timeout``."""
+    collect = _Collect()
+    process = global_reactor.spawnProcess(collect, argv[0], argv, env=dict(os.environ))
+    killer = global_reactor.callLater(timeout, process.signalProcess, "KILL")
+    try:
+        code = await collect.ended
+    finally:
+        if killer.active():
+            killer.cancel()
+    output = collect.output.decode("utf-8", "replace")
+    if code is None:
+        output += f"\n[killed after {timeout:.0f}s]"
+    return code, output
+
+
 class _DaemonProtocol(ProcessProtocol):
     def __init__(self, daemon: Daemon) -> None:
         self._daemon = daemon
@@ -117,12 +149,18 @@ class _DaemonProtocol(ProcessProtocol):
 
 
 class Daemon:
-    """``twistd -n cpstream`` as a real child process on a free loopback port."""
+    """``twistd -n cpstream`` as a real child process on a free loopback port.
 
-    def __init__(self, data_dir: Path, *args: str, port: int = 0) -> None:
+    ``program`` replaces ``python -m cpstream`` (a benchmark's own server entry point).
+    """
+
+    def __init__(
+        self, data_dir: Path, *args: str, port: int = 0, program: tuple[str, ...] = ()
+    ) -> None:
         self.data_dir = data_dir
         self.args = args
         self.port = port
+        self.program = program or (sys.executable, "-m", "cpstream")
         self.output = b""
         self.url = ""
         self._listening: defer.Deferred | None = None
@@ -146,9 +184,7 @@ class Daemon:
         self._listening = defer.Deferred()
         self._protocol = _DaemonProtocol(self)
         argv = [
-            sys.executable,
-            "-m",
-            "cpstream",
+            *self.program,
             "--data-dir",
             str(self.data_dir),
             "--listen",
@@ -156,7 +192,7 @@ class Daemon:
             *self.args,
         ]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        global_reactor.spawnProcess(self._protocol, sys.executable, argv, env=env, path=str(ROOT))
+        global_reactor.spawnProcess(self._protocol, argv[0], argv, env=env, path=str(ROOT))
         self._protocol.ended.addCallback(self._ended_early)
         self._listening.addTimeout(timeout, global_reactor)
         await self._listening

@@ -108,7 +108,7 @@ async def test_demo_agents_run_survive_a_stop_and_are_adopted(data_dir):
                 "running",
             ]
 
-        for _ in range(300):
+        for _ in range(600):  # generous: a loaded CI machine starts Python slowly
             if await both_running(first):
                 break
             await sleep(0.1)

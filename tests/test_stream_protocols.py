@@ -216,3 +216,19 @@ def test_a_client_paused_for_a_minute_is_aborted(world):
     assert world.streams.connections == {server}
     world.advance(2, step=1)
     assert world.streams.connections == set()
+
+
+def test_uncompressed_subscribers_are_written_the_shared_frame_bytes(world):
+    """Each hub event is framed once: every subscriber's transport gets the same bytes object."""
+    written = []
+    servers = []
+    for _ in range(2):
+        server, client, pump = world.connect(InstancesProtocol, "/ws/instances")
+        servers.append(server)
+        write = server.transport.write
+        server.transport.write = lambda data, write=write: (written.append(data), write(data))
+        server.sendMessage = lambda *a, **k: pytest.fail("an event was framed per connection")
+    world.hub.publish({"type": "instance_archived", "name": "x"})
+    world.advance(0.1)
+    assert len(written) == 2 and written[0] is written[1]
+    assert all(s.websocket_extensions_in_use == [] for s in servers)

@@ -13,6 +13,7 @@ import re
 import socket
 import struct
 import sys
+import zlib
 
 import pytest_twisted
 import treq
@@ -618,14 +619,35 @@ async def test_invalid_frames_close_with_1008(cp):
         assert (await client.wait_closed())[0] == 1008
 
 
+STREAM_PATHS = ("/ws/instances", "/ws/messages", "/ws/instances/limits/logs")
+
+
 @pytest_twisted.ensureDeferred
 async def test_oversized_client_message_closes_with_1009(cp):
-    """A client message over 64 KiB closes with 1009; 64 KiB exactly is fine."""
-    client = await WSClient.connect(cp.url, "/ws/instances")
+    """On every stream a client message over 64 KiB closes with 1009; 64 KiB exactly is fine."""
+    await create(cp, "limits")
+    log_path(cp, "limits").touch()
+    for path in STREAM_PATHS:
+        client = await WSClient.connect(cp.url, path)
+        await client.frame()
+        client.send_raw(json.dumps({"type": "ping", "pad": "x" * (65536 - 28)}).encode())
+        assert (await client.frame_of("pong"))["type"] == "pong"
+        client.send_raw(b" " * 65537)
+        assert (await client.wait_closed())[0] == 1009, path
+
+
+@pytest_twisted.ensureDeferred
+async def test_compressed_oversized_message_closes_with_1009(cp):
+    """With permessage-deflate the 64 KiB limit holds for the inflated size (no zip bomb)."""
+    await create(cp, "bomb")
+    log_path(cp, "bomb").touch()
+    client = await WSClient.connect(cp.url, "/ws/instances/bomb/logs", compress=True)
+    assert client.compressed
     await client.frame()
     client.send_raw(json.dumps({"type": "ping", "pad": "x" * (65536 - 28)}).encode())
     assert (await client.frame())["type"] == "pong"
-    client.send_raw(b" " * 65537)
+    assert len(zlib.compress(b" " * 1024 * 1024)) < 4096
+    client.send_raw(b" " * 1024 * 1024)
     assert (await client.wait_closed())[0] == 1009
 
 

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflateResponseAccept
 from twisted.internet import defer
 from twisted.internet import reactor as global_reactor
 
@@ -36,13 +37,28 @@ class WSClient:
         self.close_reason: str | None = None
 
     @classmethod
-    async def connect(cls, base: str, path: str, timeout: float = 10.0, **options: Any) -> WSClient:
-        """Open ``ws://HOST:PORT/path``; ``base`` is the daemon's ``http://`` URL."""
+    async def connect(
+        cls,
+        base: str,
+        path: str,
+        timeout: float = 10.0,
+        compress: bool = False,
+        **options: Any,
+    ) -> WSClient:
+        """Open ``ws://HOST:PORT/path``; ``base`` is the daemon's ``http://`` URL.
+
+        ``compress`` offers permessage-deflate; ``compressed`` tells if it was accepted.
+        """
         client = cls(base.replace("http://", "ws://") + path)
         factory = WebSocketClientFactory(client.url, **options)
         factory.protocol = _Protocol
         factory.client = client
         factory.setProtocolOptions(openHandshakeTimeout=0, closeHandshakeTimeout=0)
+        if compress:
+            factory.setProtocolOptions(
+                perMessageCompressionOffers=[PerMessageDeflateOffer()],
+                perMessageCompressionAccept=PerMessageDeflateResponseAccept,
+            )
         host, port = factory.host, factory.port
         global_reactor.connectTCP(host, port, factory)
         await client.opened.addTimeout(timeout, global_reactor)
@@ -52,9 +68,14 @@ class WSClient:
         self.protocol = protocol
         self.opened.callback(self)
 
+    @property
+    def compressed(self) -> bool:
+        """Whether permessage-deflate was negotiated on this connection."""
+        return self.protocol is not None and bool(self.protocol.websocket_extensions_in_use)
+
     def _received(self, payload: bytes, is_binary: bool) -> None:
         self.raw.append(payload)
-        frame = json.loads(payload)
+        frame = payload if is_binary else json.loads(payload)
         self.received.append(frame)
         self.frames.put(frame)
 
