@@ -14,6 +14,8 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -57,6 +59,12 @@ def table(results: dict) -> str:
                 target = TARGETS["saturation"]
             values = " | ".join("" if c is None else format(c, fmt) for c in cells)
             rows.append(f"| {label} @{clients} | {values} | {target} |")
+    if "floor" in results:
+        floor = results["floor"]
+        rows.append(
+            f"| kernel floor: one frame to 1000 sockets, plain send (median / best ms) | "
+            f"{floor['median_ms']:.1f} / {floor['best_ms']:.1f}{' |' * (len(kinds) - 1)} |"
+        )
     if mem:
         values = " | ".join(format(mem[k], ".1f") if k in mem else "" for k in kinds)
         rows.append(
@@ -135,6 +143,12 @@ def main() -> None:
     def wanted(name: str) -> bool:
         return not args.only or args.only in name
 
+    if wanted("floor"):
+        floor = subprocess.run(
+            [sys.executable, "-m", "bench.floor"], cwd=ROOT, capture_output=True, text=True
+        )
+        results["floor"] = json.loads(floor.stdout)
+        print("floor", json.dumps(results["floor"]), flush=True)
     for clients in (100, 1000):
         for kind in SERVERS:
             if wanted(f"fanout {kind} {clients}"):
