@@ -122,6 +122,19 @@ def refusal_body(status: int, message: str) -> bytes:
     return json.dumps({"error": message}).encode("utf-8")
 
 
+def raw_response(status: int, reason: bytes, message: str) -> bytes:
+    """A whole JSON error response that closes the connection, for answers written
+    to the transport directly (no ``Request`` is, or can be, answered normally)."""
+    body = refusal_body(status, message)
+    head = (
+        b"HTTP/1.1 %d %s\r\n"
+        b"Content-Type: application/json\r\n"
+        b"Content-Length: %d\r\n"
+        b"Connection: close\r\n\r\n" % (status, reason, len(body))
+    )
+    return head + body
+
+
 class _Discard:
     """Swallows a refused body."""
 
@@ -169,12 +182,6 @@ class LimitedRequest(Request):
         old, self.content = self.content, _Discard()
         if old is not None:
             old.close()
-        body = refusal_body(413, f"request body over {MAX_BODY} bytes")
-        head = (
-            b"HTTP/1.1 413 Payload Too Large\r\n"
-            b"Content-Type: application/json\r\n"
-            b"Content-Length: " + str(len(body)).encode() + b"\r\n"
-            b"Connection: close\r\n\r\n"
-        )
-        self.channel.transport.write(head + body)
+        message = f"request body over {MAX_BODY} bytes"
+        self.channel.transport.write(raw_response(413, b"Payload Too Large", message))
         self.channel.loseConnection()

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from twisted.web.resource import IResource, Resource
-from twisted.web.server import Site
 from twisted.web.static import File
 
+from cpstream.deadline import DeadlineSite
 from cpstream.guard import MUTATING, Guard, LimitedRequest, Refusal, refusal_body
 
 WEB_DIR = Path(__file__).parent / "web"
@@ -39,7 +39,7 @@ class JSONError(Resource):
         return refusal_body(self._status, self._message)
 
 
-class ControlPlaneSite(Site):
+class ControlPlaneSite(DeadlineSite):
     """A ``Site`` that checks the request policy before resolving any resource."""
 
     requestFactory = LimitedRequest
