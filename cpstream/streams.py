@@ -264,6 +264,15 @@ class StreamProtocol(WebSocketServerProtocol):
     def send_json(self, frame: Event) -> None:
         self.sendMessage(encode(frame))
 
+    def sendMessage(self, payload: bytes, *args: Any, **kwargs: Any) -> None:  # noqa: N802
+        """Autobahn applies ``maxMessagePayloadSize`` to what we send as well (and raises
+        for a 200 KiB backlog or snapshot); the limit is meant for clients only."""
+        limit, self.maxMessagePayloadSize = self.maxMessagePayloadSize, 0
+        try:
+            super().sendMessage(payload, *args, **kwargs)
+        finally:
+            self.maxMessagePayloadSize = limit
+
     def send_error(self, code: str, message: str, close_code: int) -> None:
         """An error frame, then the brief's close code."""
         self.send_json({"type": "error", "code": code, "message": message})
