@@ -33,6 +33,7 @@ bounded amount of memory (see :mod:`cpstream.hub` and :mod:`cpstream.logtail`).
 from __future__ import annotations
 
 import json
+import socket
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
@@ -59,6 +60,7 @@ FRAME_BYTES = 512 * 1024
 READ_BUDGET = 512 * 1024
 SHUTDOWN_WAIT = 2.0
 CAP_LOG_EVERY = 10.0
+SEND_BUFFER = 64 * 1024  # Linux doubles it: 128 KiB in the kernel
 
 
 def prepare_frame(payload: bytes) -> PreparedMessage:
@@ -93,6 +95,19 @@ class StreamSettings:
             autoPingInterval=0,
             tcpNoDelay=True,
         )
+
+
+def cap_send_buffer(transport: Any) -> None:
+    """Bound the kernel's share of a slow client's backlog.
+
+    Linux autotunes a loopback socket's send buffer to megabytes (10,700 frames
+    went into it before a stuck client paused its stream), which would keep a
+    slow client minutes behind before the hub's 256-frame lag bound applies;
+    capped, a stuck client lags after about 1,000 frames.
+    """
+    handle = getattr(transport, "getHandle", None)
+    if handle is not None:
+        handle().setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
 
 
 class Streams:
@@ -186,6 +201,7 @@ class StreamProtocol(WebSocketServerProtocol):
 
     def onOpen(self) -> None:  # noqa: N802 (Autobahn API)
         self.factory.streams.connections.add(self)
+        cap_send_buffer(self.transport)
         self.transport.unregisterProducer()
         self.transport.registerProducer(self, True)
         self._idle_call = self.factory.clock.callLater(
