@@ -31,5 +31,12 @@ test: $(VENV)/.test-deps lint
 	mkdir -p $(ARTIFACTS)
 	$(BIN)/pytest -q -p no:randomly --junitxml=$(ARTIFACTS)/junit.xml
 
+# The hardening battery's long cases (slowloris, never-reading clients, churn) at the full
+# sizes of issue 8; `make test` runs them smaller. Figures: $(ARTIFACTS)/hardening.json.
+soak: $(VENV)/.test-deps
+	mkdir -p $(ARTIFACTS)
+	CPSTREAM_SOAK=1 $(BIN)/pytest -q -p no:randomly tests/hardening/test_slowloris.py \
+		tests/hardening/test_slow_reader.py tests/hardening/test_churn.py
+
 clean:
 	rm -rf $(VENV) $(ARTIFACTS) build *.egg-info

@@ -71,10 +71,10 @@ async def test_slowloris_is_cut_off_while_a_normal_client_keeps_its_latency(daem
     """Header drippers and idle half-requests go at 10 s, a 1 B/s body at 30 s; p99 < 100 ms."""
     daemon = await daemons.start()
     port, host = daemon.port, f"127.0.0.1:{daemon.port}"
-    fds_before = open_fds(daemon.pid)
     poller = Poller(daemon.url)
     poller.start()
     await sleep(1.0)
+    fds_before = open_fds(daemon.pid)  # the poller's kept-alive connection included
 
     header = f"GET /api/health HTTP/1.1\r\nHost: {host}\r\nX-Slow: ".encode() + b"a" * 100
     drippers = [await raw.connect(port) for _ in range(DRIPPERS)]
