@@ -45,7 +45,9 @@ class ControlPlaneSite(DeadlineSite):
     requestFactory = LimitedRequest
 
     def __init__(self, root: IResource, guard: Guard, **kwargs: Any) -> None:
-        super().__init__(root, **kwargs)
+        # Bodies are JSON only: a form is refused (415), never parsed (1 MiB of multipart
+        # parts, which any web page can post here, held the reactor for ~0.4 s).
+        super().__init__(root, parsePOSTFormSubmission=False, **kwargs)
         self._guard = guard
 
     def getResourceFor(self, request: Any) -> IResource:  # noqa: N802 (Twisted API)

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest_twisted
 from twisted.internet import defer
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.web.resource import Resource
 
+from cpstream.guard import Guard
+from cpstream.web import ControlPlaneSite
 from tests.hardening import raw
 from tests.hardening.report import record
-from tests.support import get_json, post_json, sleep
+from tests.support import get_json, global_reactor, post_json, sleep
 
 ALLOWED = "http://cp.example:9000"
 STREAMS = ("/ws/instances", "/ws/instances/a/logs", "/ws/messages")
@@ -270,4 +278,65 @@ async def test_autobahn_surface_is_hidden(daemons):
         "plain GET/HEAD on each stream path with ?redirect=, unknown /ws/ path, bad upgrades",
         "JSON 400/404, Autobahn's own 400 for a bad handshake; no HTML, no Location",
         f"0 HTML pages, 0 redirects, Server header values seen: {', '.join(servers)}",
+    )
+
+
+class RecordingGuard(Guard):
+    """The real policy, remembering what each request looked like when it was checked."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.args: list[dict] = []
+
+    def check(self, request: Any) -> None:
+        self.args.append(dict(request.args))
+        super().check(request)
+
+
+def test_form_bodies_are_never_parsed():
+    """A form POST is refused with 415 before Twisted parses its body into request.args."""
+    guard = RecordingGuard()
+    site = ControlPlaneSite(Resource(), guard, reactor=Clock())
+    channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+    transport = StringTransport(hostAddress=IPv4Address("TCP", "127.0.0.1", 8080))
+    channel.makeConnection(transport)
+    body = b"a=1&b=2"
+    channel.dataReceived(
+        raw.request(
+            "POST",
+            "/api/instances",
+            [("Content-Type", "application/x-www-form-urlencoded"),
+             ("Content-Length", str(len(body)))],
+            body,
+            host="127.0.0.1:8080",
+        )
+    )  # fmt: skip
+    assert transport.value().startswith(b"HTTP/1.1 415 ")
+    assert guard.args == [{}]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_big_multipart_form_is_refused_without_stalling(daemons):
+    """1 MiB of multipart form parts (a page can post it cross-site) is a quick 415."""
+    daemon = await daemons.start()
+    part = b'--xyz\r\nContent-Disposition: form-data; name="a"\r\n\r\n1\r\n'
+    body = part * ((1024 * 1024 - 20) // len(part)) + b"--xyz--\r\n"
+    headers = [
+        ("Content-Type", "multipart/form-data; boundary=xyz"),
+        ("Content-Length", str(len(body))),
+    ]
+    request = raw.request("POST", "/api/instances", headers, body, host=f"127.0.0.1:{daemon.port}")
+    took = []
+    for _ in range(5):
+        started = global_reactor.seconds()
+        answer = await raw.exchange(daemon.port, request)
+        took.append(global_reactor.seconds() - started)
+        assert answer.status == 415
+    assert min(took) < 0.1, took
+    record(
+        "3b form flood",
+        f"POST of a 1 MiB multipart form ({len(body) // len(part)} parts), 5 times",
+        "415 without the body being parsed into request.args",
+        f"415 in {min(took) * 1000:.0f}-{max(took) * 1000:.0f} ms",
+        refuse_ms=[round(t * 1000, 1) for t in took],
     )
