@@ -47,6 +47,14 @@ def _split_host(value: str) -> tuple[str, int | None]:
     return name, int(rest[1:])
 
 
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 class Guard:
     """Decides whether a request may proceed; see the module docstring."""
 
@@ -57,6 +65,8 @@ class Guard:
     def check(self, request: Any) -> None:
         """Raise :class:`Refusal` unless ``request`` may proceed."""
         host = self._host(request)
+        if not all(_is_utf8(segment) for segment in request.postpath):
+            raise Refusal(400, "the URL path must be UTF-8")
         if request.method == b"OPTIONS":
             raise Refusal(405, "OPTIONS is not supported (no cross-origin access)")
         upgrade = (request.getHeader(b"upgrade") or b"").lower() == b"websocket"
