@@ -254,7 +254,7 @@ class StreamProtocol(WebSocketServerProtocol):
             return
         try:
             frame = json.loads(payload)
-        except ValueError:
+        except (ValueError, RecursionError):
             self.refuse_frame("frames must be JSON objects")
             return
         kind = frame.get("type") if isinstance(frame, dict) else None
