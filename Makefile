@@ -32,7 +32,7 @@ test: $(VENV)/.test-deps lint
 	$(BIN)/pytest -q -p no:randomly --junitxml=$(ARTIFACTS)/junit.xml
 
 # The hardening battery's long cases (slowloris, never-reading clients, churn) at the full
-# sizes of issue 8; `make test` runs them smaller. Figures: $(ARTIFACTS)/hardening.json.
+# sizes of issue 8 (`make test` runs the first two smaller). Figures: $(ARTIFACTS)/hardening.json.
 soak: $(VENV)/.test-deps
 	mkdir -p $(ARTIFACTS)
 	CPSTREAM_SOAK=1 $(BIN)/pytest -q -p no:randomly tests/hardening/test_slowloris.py \

@@ -145,12 +145,30 @@ def parse_response(data: bytes, bodyless: bool = False) -> Response | None:
     for line in lines[1:]:
         name, _, value = line.partition(":")
         headers.setdefault(name.strip().lower(), []).append(value.strip())
-    length = int(headers.get("content-length", ["0"])[0])
     if status == 101 or bodyless:
-        length = 0
+        return Response(status, headers, b"", rest)
+    if headers.get("transfer-encoding") == ["chunked"]:
+        return _dechunk(status, headers, rest)
+    length = int(headers.get("content-length", ["0"])[0])
     if len(rest) < length:
         return None
     return Response(status, headers, rest[:length], rest[length:])
+
+
+def _dechunk(status: int, headers: dict[str, list[str]], data: bytes) -> Response | None:
+    body, position = b"", 0
+    while True:
+        line_end = data.find(b"\r\n", position)
+        if line_end < 0:
+            return None
+        size = int(data[position:line_end].split(b";")[0], 16)
+        start = line_end + 2
+        if len(data) < start + size + 2:
+            return None
+        if size == 0:
+            return Response(status, headers, body, data[start + 2 :])
+        body += data[start : start + size]
+        position = start + size + 2
 
 
 async def exchange(port: int, raw_request: bytes, timeout: float = 5.0) -> Response:

@@ -14,10 +14,10 @@ from twisted.internet import defer
 
 from tests.hardening import raw
 from tests.hardening.conftest import open_fds, rss_kib
-from tests.hardening.report import SOAK, record, size
+from tests.hardening.report import SOAK, record
 from tests.support import global_reactor, post_json, sleep, wait_for
 
-CLIENTS = size(400, 1000)
+CLIENTS = 1000
 ROUNDS = 10
 BATCH = 40  # below the listen backlog (50), so no SYN waits for a retransmit
 PATHS = ("/ws/instances", "/ws/messages", "/ws/instances/a/logs")
