@@ -53,6 +53,14 @@ class Connection:
             self.channel.dataReceived(bytes([byte]))
             self.clock.advance(every)
 
+    def closes_exactly_after(self, seconds: float) -> bool:
+        """Not closed 10 ms before ``seconds`` from now, closed at ``seconds``."""
+        self.clock.advance(seconds - 0.01)
+        if self.closed:
+            return False
+        self.clock.advance(0.01)
+        return self.closed
+
     @property
     def closed(self) -> bool:
         return self.transport.disconnecting
@@ -75,10 +83,7 @@ def test_partial_headers_then_silence_are_cut_off():
     """Partial headers followed by silence are closed exactly at the headers deadline."""
     connection = Connection()
     connection.channel.dataReceived(b"GET /x HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n")
-    connection.clock.advance(HEADERS_DEADLINE - 0.01)
-    assert not connection.closed
-    connection.clock.advance(0.01)
-    assert connection.closed
+    assert connection.closes_exactly_after(HEADERS_DEADLINE)
 
 
 def test_a_silent_connection_is_cut_off():
@@ -130,10 +135,7 @@ def test_each_request_on_a_kept_alive_connection_has_its_own_deadline():
     connection.channel.dataReceived(HEAD)
     connection.clock.advance(100)
     connection.channel.dataReceived(b"GET /x HTTP/1.1\r\n")
-    connection.clock.advance(HEADERS_DEADLINE - 0.01)
-    assert not connection.closed
-    connection.clock.advance(0.01)
-    assert connection.closed
+    assert connection.closes_exactly_after(HEADERS_DEADLINE)
 
 
 def test_the_control_plane_site_has_the_deadlines():

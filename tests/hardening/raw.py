@@ -118,6 +118,11 @@ def request(
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
+def json_post(path: str, host: str, *headers: tuple[str, str]) -> bytes:
+    """The head of a JSON POST with ``headers`` (a length, say) and no body yet."""
+    return request("POST", path, [("Content-Type", "application/json"), *headers], host=host)
+
+
 @dataclass
 class Response:
     status: int
@@ -285,6 +290,17 @@ class Stream:
         """Wait for the server's close frame (or the connection's end); its code."""
         await self.client.until(lambda c: self.frames().close_code is not None, timeout)
         return self.frames().close_code
+
+
+async def provoke(port: int, data: bytes, timeout: float = 3.0) -> tuple[Stream, int | None, float]:
+    """Open ``/ws/instances``, take its first frame, send ``data``: the stream, the close
+    code the server answered with, and how long after sending it came."""
+    stream = await open_stream(port, "/ws/instances")
+    await stream.client.until(lambda c: stream.frames().messages)
+    sent_at = global_reactor.seconds()
+    stream.client.write(data)
+    code = await stream.closed_with(timeout)
+    return stream, code, global_reactor.seconds() - sent_at
 
 
 async def open_stream(port: int, path: str, rcvbuf: int | None = None) -> Stream:

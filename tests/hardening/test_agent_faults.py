@@ -37,6 +37,14 @@ async def create(url: str, name: str, *flags: str, **extra) -> dict:
     return answer
 
 
+async def started(daemon, name: str, *flags: str, ready: str) -> int:
+    """Create and start an agent; its pid once its log shows ``ready``."""
+    await create(daemon.url, name, *flags)
+    await post_json(daemon.url + f"/api/instances/{name}/start")
+    await wait_for(lambda: ready in log_of(daemon, name), timeout=20)
+    return (await status(daemon.url, name))["pid"]
+
+
 async def status(url: str, name: str) -> dict:
     return (await get_json(url + f"/api/instances/{name}"))[1]
 
@@ -98,13 +106,10 @@ async def test_crash_loop_backs_off_then_stops_and_is_published(daemons):
 async def test_an_agent_ignoring_sigterm_is_killed_after_the_grace_period(daemons):
     """Stop sends SIGTERM, then SIGKILL after 5 s; the measured delay is reported."""
     daemon = await daemons.start()
-    await create(daemon.url, "stubborn", "--ignore-sigterm")
-    await post_json(daemon.url + "/api/instances/stubborn/start")
-    await wait_for(lambda: "ignoring SIGTERM" in log_of(daemon, "stubborn"), timeout=20)
-    pid = (await status(daemon.url, "stubborn"))["pid"]
-    started = global_reactor.seconds()
+    pid = await started(daemon, "stubborn", "--ignore-sigterm", ready="ignoring SIGTERM")
+    asked = global_reactor.seconds()
     code, answer = await post_json(daemon.url + "/api/instances/stubborn/stop")
-    delay = global_reactor.seconds() - started
+    delay = global_reactor.seconds() - asked
     assert (code, answer["status"]) == (200, "stopped")
     assert 5.0 <= delay < 6.0, delay
     assert state_of(pid) is None
@@ -123,11 +128,8 @@ async def test_an_agent_ignoring_sigterm_is_killed_after_the_grace_period(daemon
 async def test_stop_takes_the_grandchildren_too(daemons):
     """An agent that forked a grandchild: stop leaves no orphan and no zombie."""
     daemon = await daemons.start()
-    await create(daemon.url, "forker", "--fork-child")
-    await post_json(daemon.url + "/api/instances/forker/start")
-    await wait_for(lambda: "grandchild pid" in log_of(daemon, "forker"), timeout=20)
+    pid = await started(daemon, "forker", "--fork-child", ready="grandchild pid")
     grandchild = int(re.search(r"grandchild pid (\d+)", log_of(daemon, "forker")).group(1))
-    pid = (await status(daemon.url, "forker"))["pid"]
     assert sorted(processes_with("CPSTREAM_INSTANCE", "forker")) == sorted([pid, grandchild])
     code, answer = await post_json(daemon.url + "/api/instances/forker/stop")
     assert (code, answer["status"]) == (200, "stopped")

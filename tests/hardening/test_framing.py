@@ -11,7 +11,7 @@ from twisted.internet.task import LoopingCall
 from tests.hardening import raw
 from tests.hardening.raw import OP_CLOSE, OP_CONTINUATION, OP_PING, OP_TEXT, frame
 from tests.hardening.report import record
-from tests.support import global_reactor, post_json, wait_for
+from tests.support import post_json, wait_for
 from tests.wsclient import WSClient
 
 PING = b'{"type":"ping"}'
@@ -73,12 +73,7 @@ async def test_protocol_violations_close_at_once_while_others_receive(daemons):
 
     took, wrong = {}, []
     for name, data, expected in VIOLATIONS + [(*bad, None) for bad in BAD_CLOSE_FRAMES]:
-        stream = await raw.open_stream(port, "/ws/instances")
-        await stream.client.until(lambda c, s=stream: s.frames().messages)
-        sent_at = global_reactor.seconds()
-        stream.client.write(data)
-        code = await stream.closed_with(timeout=3)
-        took[name] = global_reactor.seconds() - sent_at
+        stream, code, took[name] = await raw.provoke(port, data)
         if code != expected or took[name] > 1.5 or (code is None and not stream.client.closed):
             wrong.append((name, code, round(took[name], 3)))
         stream.client.abort()

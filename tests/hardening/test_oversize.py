@@ -42,12 +42,7 @@ async def test_oversized_websocket_messages_close_1009_quickly_and_cheaply(daemo
     }
     took = {}
     for name, data in attacks.items():
-        stream = await raw.open_stream(port, "/ws/instances")
-        await stream.client.until(lambda c, s=stream: s.frames().messages)
-        sent_at = global_reactor.seconds()
-        stream.client.write(data)
-        code = await stream.closed_with(timeout=5)
-        took[name] = global_reactor.seconds() - sent_at
+        stream, code, took[name] = await raw.provoke(port, data, timeout=5)
         assert code == 1009, (name, code, stream.frames())
         stream.client.abort()
     await sleep(0.5)
@@ -76,33 +71,18 @@ async def test_oversized_http_bodies_refused_from_their_declared_length(daemons,
     port, host = daemon.port, f"127.0.0.1:{daemon.port}"
     sampler = Sampler(daemon.pid, temp)
 
-    def head(length: int) -> bytes:
-        return raw.request(
-            "POST",
-            "/api/instances",
-            [("Content-Type", "application/json"), ("Content-Length", str(length))],
-            host=host,
-        )
-
     took = {}
     for name, length in (("1 MiB + 1", MIB + 1), ("64 MiB", 64 * MIB)):
         client = await raw.connect(port)
         sent_at = global_reactor.seconds()
-        client.write(head(length))
+        client.write(raw.json_post("/api/instances", host, ("Content-Length", str(length))))
         answer = await client.response(timeout=5)
         took[name] = global_reactor.seconds() - sent_at
         assert answer.status == 413 and "error" in answer.json(), answer
         await client.until(lambda c: c.closed, timeout=5)
 
     chunked = await raw.connect(port)
-    chunked.write(
-        raw.request(
-            "POST",
-            "/api/instances",
-            [("Content-Type", "application/json"), ("Transfer-Encoding", "chunked")],
-            host=host,
-        )
-    )
+    chunked.write(raw.json_post("/api/instances", host, ("Transfer-Encoding", "chunked")))
     chunk = b"%x\r\n%s\r\n" % (64 * KIB, b" " * (64 * KIB))
     sent = 0
     while not chunked.data and not chunked.closed and sent < 8 * MIB:

@@ -83,14 +83,7 @@ async def test_slowloris_is_cut_off_while_a_normal_client_keeps_its_latency(daem
     for client in idle:
         client.write(f"GET /api/instances HTTP/1.1\r\nHost: {host}\r\n".encode())
     body = await raw.connect(port)
-    body.write(
-        raw.request(
-            "POST",
-            "/api/instances",
-            [("Content-Type", "application/json"), ("Content-Length", "100")],
-            host=host,
-        )
-    )
+    body.write(raw.json_post("/api/instances", host, ("Content-Length", "100")))
     body_headers_at = global_reactor.seconds()
     loops.append(dripper(body, b'{"name": "slow"' + b" " * 84 + b"}"))
     everyone = [*drippers, *idle, body]
