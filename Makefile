@@ -40,6 +40,13 @@ conformance: $(VENV)/.test-deps
 	$(BIN)/pytest -q -p no:randomly -m conformance --junitxml=$(ARTIFACTS)/junit-conformance.xml \
 		tests/test_conformance.py
 
+# The hardening battery's long cases (slowloris, never-reading clients, churn) at the full
+# sizes of issue 8 (`make test` runs the first two smaller). Figures: $(ARTIFACTS)/hardening.json.
+soak: $(VENV)/.test-deps
+	mkdir -p $(ARTIFACTS)
+	CPSTREAM_SOAK=1 $(BIN)/pytest -q -p no:randomly tests/hardening/test_slowloris.py \
+		tests/hardening/test_slow_reader.py tests/hardening/test_churn.py
+
 clean:
 	rm -rf $(VENV) $(ARTIFACTS) build *.egg-info
 

@@ -1,4 +1,9 @@
-"""``python -m cpstream [options]`` is ``twistd -n cpstream [options]`` without a pid file."""
+"""``python -m cpstream [options]`` is ``twistd -n --pidfile= cpstream [options]``.
+
+No pid file: a ``twistd.pid`` in the working directory stops a second daemon
+started there, and one left by a killed daemon stops the next start whenever
+its pid has been reused.
+"""
 
 import sys
 

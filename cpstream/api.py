@@ -12,10 +12,11 @@ import json
 from typing import Any
 
 from klein import Klein
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from twisted.web.static import File
-from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from cpstream.logfiles import LogFiles, read_page, read_tail
 from cpstream.messaging import MAX_WAIT, Messaging, Refused
@@ -50,15 +51,26 @@ def json_response(request: IRequest, body: Any, status: int = 200) -> bytes:
     return json.dumps(body).encode("utf-8")
 
 
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
+
+
 def json_body(request: IRequest, allowed: frozenset[str] | None = None) -> dict[str, Any]:
-    """The request's JSON object body (``{}`` when empty); 400 when malformed."""
+    """The request's JSON object body (``{}`` when empty); 400 when malformed, nested
+    too deeply, holding NaN or Infinity, or a string that is not Unicode."""
     raw = request.content.read() if request.content is not None else b""
     if not raw.strip():
         return {}
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, parse_constant=_not_json)
+    except RecursionError:
+        raise APIError(400, "malformed JSON: nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as e:
         raise APIError(400, f"malformed JSON: {e}") from e
+    try:
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise APIError(400, "malformed JSON: a string holds a lone surrogate") from None
     if not isinstance(body, dict):
         raise APIError(400, "the body must be a JSON object")
     if allowed is not None:
@@ -98,6 +110,7 @@ class ControlAPI:
     """Routes for instances, their lifecycle, their logs, and messaging."""
 
     app = Klein()
+    _log = Logger()
 
     def __init__(
         self, registry: Registry, supervisor: Supervisor, logs: LogFiles, messaging: Messaging
@@ -138,6 +151,14 @@ class ControlAPI:
         allowed = getattr(failure.value, "valid_methods", None) or []
         request.setHeader(b"allow", ", ".join(allowed).encode())
         return json_response(request, {"error": "method not allowed"}, 405)
+
+    @app.handle_errors(Exception)
+    def _unexpected(self, request: IRequest, failure: Failure) -> Any:
+        """Anything else is a bug: logged with its traceback, answered as JSON, not HTML."""
+        if failure.check(HTTPException):
+            return failure  # werkzeug's own answers (a redirect, say) stand
+        self._log.failure("{method} {uri} failed", failure, method=request.method, uri=request.uri)
+        return json_response(request, {"error": "internal error"}, 500)
 
     # -- instances -----------------------------------------------------------
 

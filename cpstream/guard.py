@@ -47,6 +47,14 @@ def _split_host(value: str) -> tuple[str, int | None]:
     return name, int(rest[1:])
 
 
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 class Guard:
     """Decides whether a request may proceed; see the module docstring."""
 
@@ -57,6 +65,8 @@ class Guard:
     def check(self, request: Any) -> None:
         """Raise :class:`Refusal` unless ``request`` may proceed."""
         host = self._host(request)
+        if not all(_is_utf8(segment) for segment in request.postpath):
+            raise Refusal(400, "the URL path must be UTF-8")
         if request.method == b"OPTIONS":
             raise Refusal(405, "OPTIONS is not supported (no cross-origin access)")
         upgrade = (request.getHeader(b"upgrade") or b"").lower() == b"websocket"
@@ -122,6 +132,19 @@ def refusal_body(status: int, message: str) -> bytes:
     return json.dumps({"error": message}).encode("utf-8")
 
 
+def raw_response(status: int, reason: bytes, message: str) -> bytes:
+    """A whole JSON error response that closes the connection, for answers written
+    to the transport directly (no ``Request`` is, or can be, answered normally)."""
+    body = refusal_body(status, message)
+    head = (
+        b"HTTP/1.1 %d %s\r\n"
+        b"Content-Type: application/json\r\n"
+        b"Content-Length: %d\r\n"
+        b"Connection: close\r\n\r\n" % (status, reason, len(body))
+    )
+    return head + body
+
+
 class _Discard:
     """Swallows a refused body."""
 
@@ -169,12 +192,6 @@ class LimitedRequest(Request):
         old, self.content = self.content, _Discard()
         if old is not None:
             old.close()
-        body = refusal_body(413, f"request body over {MAX_BODY} bytes")
-        head = (
-            b"HTTP/1.1 413 Payload Too Large\r\n"
-            b"Content-Type: application/json\r\n"
-            b"Content-Length: " + str(len(body)).encode() + b"\r\n"
-            b"Connection: close\r\n\r\n"
-        )
-        self.channel.transport.write(head + body)
+        message = f"request body over {MAX_BODY} bytes"
+        self.channel.transport.write(raw_response(413, b"Payload Too Large", message))
         self.channel.loseConnection()

@@ -67,8 +67,8 @@ FRAME_LINES = 2000
 FRAME_BYTES = 512 * 1024
 READ_BUDGET = 512 * 1024
 SHUTDOWN_WAIT = 2.0
-SEND_BUFFER = 128 * 1024
 CAP_LOG_EVERY = 10.0
+SEND_BUFFER = 64 * 1024  # Linux doubles it: 128 KiB in the kernel
 
 
 def prepare_frame(payload: bytes) -> PreparedMessage:
@@ -264,7 +264,7 @@ class StreamProtocol(WebSocketServerProtocol):
     def onOpen(self) -> None:  # noqa: N802 (Autobahn API)
         self.last_seen = self.factory.clock.seconds()
         self.factory.streams.opened(self)
-        self._bound_kernel_buffer()
+        self._cap_send_buffer()
         self._forget_handshake()
         self.transport.unregisterProducer()
         self.transport.registerProducer(self, True)
@@ -282,20 +282,18 @@ class StreamProtocol(WebSocketServerProtocol):
         self.http_request_data = self.http_response_data = b""
         self.websocket_protocols = []
 
-    def _bound_kernel_buffer(self) -> None:
-        """A fixed socket send buffer: a stuck client holds at most this much kernel memory.
+    def _cap_send_buffer(self) -> None:
+        """Bound the kernel's share of a slow client's backlog.
 
-        Left to autotuning, loopback TCP buffers megabytes per socket before
-        the transport ever pauses us.
+        Linux autotunes a loopback socket's send buffer to megabytes (10,700
+        frames went into it before a stuck client paused its stream), which would
+        keep a slow client minutes behind before the hub's 256-frame lag bound
+        applies; capped, a stuck client lags after about 1,000 frames.
         """
         handle = getattr(self.transport, "getHandle", None)
         if handle is not None:
-            try:
-                handle().setsockopt(
-                    socket.SOL_SOCKET, socket.SO_SNDBUF, self.factory.streams.settings.send_buffer
-                )
-            except (OSError, AttributeError):
-                pass
+            size = self.factory.streams.settings.send_buffer
+            handle().setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:  # noqa: N802
         if self._done:
@@ -334,7 +332,7 @@ class StreamProtocol(WebSocketServerProtocol):
             return
         try:
             frame = json.loads(payload)
-        except ValueError:
+        except (ValueError, RecursionError):
             self.refuse_frame("frames must be JSON objects")
             return
         kind = frame.get("type") if isinstance(frame, dict) else None
@@ -358,18 +356,19 @@ class StreamProtocol(WebSocketServerProtocol):
     # -- outbound ----------------------------------------------------------------
 
     def send_json(self, frame: Event) -> None:
-        """Send one frame of our own; the 64 KiB limit is for what clients send us.
-
-        Autobahn applies ``maxMessagePayloadSize`` to outgoing messages too, but a
-        snapshot or a log batch may well be larger than a client message may be.
-        """
+        """Send one frame of our own, framed once and written at once when uncompressed."""
         payload = encode(frame)
         if self._perMessageCompress is None:
             wire.send(self.transport, prepare_frame(payload).payloadHybi)
-            return
+        else:
+            self.sendMessage(payload)
+
+    def sendMessage(self, payload: bytes, *args: Any, **kwargs: Any) -> None:  # noqa: N802
+        """Autobahn applies ``maxMessagePayloadSize`` to what we send as well (and raises
+        for a 200 KiB backlog or snapshot); the limit is meant for clients only."""
         limit, self.maxMessagePayloadSize = self.maxMessagePayloadSize, 0
         try:
-            self.sendMessage(payload)
+            super().sendMessage(payload, *args, **kwargs)
         finally:
             self.maxMessagePayloadSize = limit
 

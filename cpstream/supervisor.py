@@ -99,13 +99,32 @@ class _Run:
 
 
 class _Child(ProcessProtocol):
-    """Only notices the exit: the child's output goes to its log file, not to us."""
+    """Only notices the exit: the child's output goes to its log file, not to us.
 
-    def __init__(self, ended: Callable[[], None]) -> None:
-        self._ended = ended
+    Twisted reaps a child that is already gone while ``spawnProcess`` registers
+    it, calling ``processEnded`` before ``spawnProcess`` returns (and clearing the
+    transport's pid), so the pid is kept here and an early exit is remembered
+    until :meth:`when_ended` is called.
+    """
+
+    def __init__(self) -> None:
+        self.pid: int | None = None
+        self._ended: Callable[[], None] | None = None
+        self._exited = False
+
+    def connectionMade(self) -> None:  # noqa: N802 (Twisted API)
+        self.pid = self.transport.pid
 
     def processEnded(self, reason: Failure) -> None:  # noqa: N802 (Twisted API)
-        self._ended()
+        self._exited = True
+        if self._ended is not None:
+            self._ended()
+
+    def when_ended(self, ended: Callable[[], None]) -> None:
+        """Call ``ended`` on exit; at once if the child has exited already."""
+        self._ended = ended
+        if self._exited:
+            ended()
 
 
 class Supervisor(Service):
@@ -232,15 +251,10 @@ class Supervisor(Service):
         }
         log_fd = self._logs.open_for_child(instance.name)
         null_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-        run: _Run | None = None
-
-        def ended() -> None:
-            if run is not None:
-                self._ended(run)
-
+        child = _Child()
         try:
-            process = self._reactor.spawnProcess(
-                _Child(ended),
+            self._reactor.spawnProcess(
+                child,
                 SETSID,
                 [SETSID, *instance.command],
                 env=env,
@@ -250,7 +264,7 @@ class Supervisor(Service):
             os.close(log_fd)
             os.close(null_fd)
         now = self._reactor.seconds()
-        run = _Run(instance, process.pid, spawned_at=now)
+        run = _Run(instance, child.pid, spawned_at=now)
         self._runs[instance.id] = run
         self.log.info("started {name} pid={pid}", name=instance.name, pid=run.pid)
         self._registry.set_status(instance, "starting", pid=run.pid, started_at=isotime(now))
@@ -258,6 +272,7 @@ class Supervisor(Service):
             run.timer = self._reactor.callLater(1.0, self._survived, run)
         else:
             run.timer = self._reactor.callLater(0.1, self._probe_starting, run)
+        child.when_ended(lambda: self._ended(run))
 
     def _survived(self, run: _Run) -> None:
         run.timer = None

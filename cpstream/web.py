@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from twisted.web.resource import IResource, Resource
-from twisted.web.server import Site
 from twisted.web.static import File
 
+from cpstream.deadline import DeadlineSite
 from cpstream.guard import MUTATING, Guard, LimitedRequest, Refusal, refusal_body
 
 WEB_DIR = Path(__file__).parent / "web"
@@ -39,13 +39,15 @@ class JSONError(Resource):
         return refusal_body(self._status, self._message)
 
 
-class ControlPlaneSite(Site):
+class ControlPlaneSite(DeadlineSite):
     """A ``Site`` that checks the request policy before resolving any resource."""
 
     requestFactory = LimitedRequest
 
     def __init__(self, root: IResource, guard: Guard, **kwargs: Any) -> None:
-        super().__init__(root, **kwargs)
+        # Bodies are JSON only: a form is refused (415), never parsed (1 MiB of multipart
+        # parts, which any web page can post here, held the reactor for ~0.4 s).
+        super().__init__(root, parsePOSTFormSubmission=False, **kwargs)
         self._guard = guard
 
     def getResourceFor(self, request: Any) -> IResource:  # noqa: N802 (Twisted API)

@@ -151,16 +151,23 @@ class _DaemonProtocol(ProcessProtocol):
 class Daemon:
     """``twistd -n cpstream`` as a real child process on a free loopback port.
 
-    ``program`` replaces ``python -m cpstream`` (a benchmark's own server entry point).
+    ``program`` replaces ``python -m cpstream`` (a benchmark's own server entry point);
+    ``env`` adds to the daemon's environment.
     """
 
     def __init__(
-        self, data_dir: Path, *args: str, port: int = 0, program: tuple[str, ...] = ()
+        self,
+        data_dir: Path,
+        *args: str,
+        port: int = 0,
+        program: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.args = args
         self.port = port
         self.program = program or (sys.executable, "-m", "cpstream")
+        self.env = env or {}
         self.output = b""
         self.url = ""
         self._listening: defer.Deferred | None = None
@@ -191,7 +198,7 @@ class Daemon:
             f"tcp:{self.port}:interface=127.0.0.1",
             *self.args,
         ]
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **self.env)
         global_reactor.spawnProcess(self._protocol, argv[0], argv, env=env, path=str(ROOT))
         self._protocol.ended.addCallback(self._ended_early)
         self._listening.addTimeout(timeout, global_reactor)

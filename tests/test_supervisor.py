@@ -377,3 +377,17 @@ async def test_stale_pid_is_cleared_not_adopted(setup):
     setup.new_supervisor(registry)
     stale = registry.get("a")
     assert (stale.status, stale.pid) == ("crashed", None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_child_that_exits_during_spawn_is_seen_crashing(setup):
+    """A child gone before spawnProcess returns (Twisted reaps it synchronously) is crashed."""
+    instance = setup.registry.create("a", command=["true"], health="process", restart="never")
+    for attempt in range(50):
+        setup.supervisor.start(instance)
+        await wait_for(lambda: instance.status == "crashed", timeout=5)
+        setup.clock.advance(1.0)
+        assert instance.status == "crashed" and instance.pid is None, attempt
+    assert setup.statuses("a") == ["starting", "crashed"] * 50
+    starting = [e for e in setup.events if e.get("status") == "starting"]
+    assert all(isinstance(e["pid"], int) for e in starting)
