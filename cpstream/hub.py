@@ -75,9 +75,10 @@ class Hub:
     """The publish point of one stream kind (instances or messages).
 
     An event published after a quiet spell goes out at once. Events that follow
-    within ``coalesce`` seconds of a send are queued and flushed together when
-    the window ends, one write per subscriber: a burst costs a few system calls
-    per client instead of one per event, and a lone event waits for nothing.
+    within the window after a send (``coalesce`` seconds, or as long as that send
+    took if longer) are queued and flushed together when the window ends, one
+    write per subscriber: a burst costs a few system calls per client instead of
+    one per event, and a lone event waits for nothing.
     """
 
     def __init__(
@@ -94,6 +95,7 @@ class Hub:
         self._subscriptions: dict[Subscription, None] = {}
         self._dirty: dict[Subscription, None] = {}
         self._last_send = float("-inf")
+        self._window = coalesce
         self._flush_call: Any = None
         self.seq = 0
         self.timing: Callable[[], float] | None = None
@@ -110,7 +112,7 @@ class Hub:
         event = {**fields, "seq": self.seq, "timestamp": stamp}
         if self.timing is not None:
             event["mono"] = self.timing()  # bench only: publish-to-read latency
-        at_once = self._flush_call is None and now - self._last_send >= self._coalesce
+        at_once = self._flush_call is None and now - self._last_send >= self._window
         frame = None
         for subscription in list(self._subscriptions):
             if subscription.accepts(event):
@@ -122,18 +124,28 @@ class Hub:
                     subscription.hold(frame)
                     self._dirty[subscription] = None
         if frame is not None and at_once:
-            self._last_send = now
+            self._sent(now)
         if self._dirty and self._flush_call is None:
-            delay = max(0.0, self._last_send + self._coalesce - now)
+            delay = max(0.0, self._last_send + self._window - now)
             self._flush_call = self._clock.callLater(delay, self._flush)
         return event
 
     def _flush(self) -> None:
         self._flush_call = None
-        self._last_send = self._clock.seconds()
+        started = self._clock.seconds()
         dirty, self._dirty = self._dirty, {}
         for subscription in dirty:
             subscription.flush()
+        self._sent(started)
+
+    def _sent(self, started: float) -> None:
+        """A round of writes ended: the next window is at least as long as it took.
+
+        So that a burst never spends more than half its time writing, however
+        many subscribers there are.
+        """
+        self._last_send = self._clock.seconds()
+        self._window = max(self._coalesce, self._last_send - started)
 
     def subscribe(self, accepts: Callable[[Event], bool]) -> Subscription:
         """A new subscription; take the snapshot in the same reactor turn."""

@@ -295,7 +295,14 @@ class Supervisor(Service):
         self._check_health(run.instance.port).addCallback(answered).addErrback(self._logged)
 
     def _ended(self, run: _Run) -> None:
-        """The child exited: stopped if we asked for it, crashed otherwise."""
+        """The child exited: stopped if we asked for it, crashed otherwise.
+
+        After the supervisor stopped (the control plane is shutting down and the
+        store may be closed) nothing is recorded: the next control plane finds
+        the pid gone and settles the status then.
+        """
+        if not self.running:
+            return
         instance = run.instance
         run.cancel_timers()
         if self._runs.get(instance.id) is run:

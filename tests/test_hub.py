@@ -148,3 +148,24 @@ def test_a_paused_subscriber_keeps_its_frames_in_order():
     assert consumer.writes == []
     clock.advance(0.002)
     assert consumer.writes == [[0, 1, 2, 3]]
+
+
+def test_the_window_grows_to_the_cost_of_a_write_round():
+    """After a round of writes that took 10 ms, events wait up to 10 ms, not 2 ms."""
+    clock = Clock()
+    hub = Hub(clock, coalesce=0.002)
+    consumer = Consumer(hub)
+    write = consumer.one
+
+    def slow_write(frame):
+        clock.advance(0.010)
+        write(frame)
+
+    consumer.subscription.deliver = slow_write
+    hub.publish({"type": "x", "n": 0})
+    clock.advance(0.005)
+    hub.publish({"type": "x", "n": 1})
+    clock.advance(0.004)
+    assert consumer.writes == [[0]]
+    clock.advance(0.001)
+    assert consumer.writes == [[0], [1]]

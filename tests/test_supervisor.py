@@ -391,3 +391,22 @@ async def test_a_child_that_exits_during_spawn_is_seen_crashing(setup):
     assert setup.statuses("a") == ["starting", "crashed"] * 50
     starting = [e for e in setup.events if e.get("status") == "starting"]
     assert all(isinstance(e["pid"], int) for e in starting)
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_exit_after_the_supervisor_stopped_records_nothing(setup):
+    """A child ending during shutdown writes nothing; the next supervisor settles it."""
+    instance = setup.registry.create("a", health="process", restart="never")
+    setup.supervisor.start(instance)
+    setup.clock.advance(1)
+    pid = instance.pid
+    await setup.supervisor.stopService()
+    setup.store.close()
+    os.killpg(pid, 9)
+    await wait_for(lambda: not group_members(pid) or _zombie(pid))
+    await sleep(0.2)
+    assert instance.status == "running"
+    setup.store = Store.open(setup.tmp_path / "cp.db")
+    registry = Registry(setup.store, setup.hub, setup.clock, SLEEPER)
+    setup.new_supervisor(registry)
+    assert (registry.get("a").status, registry.get("a").pid) == ("crashed", None)
