@@ -41,6 +41,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--no-receive", action="store_true", help="do not poll for messages")
     parser.add_argument("--send-to", help="send task.handoff messages to this instance")
     parser.add_argument("--send-every", type=float, default=3.0, help="seconds between sends")
+    parser.add_argument(
+        "--orphan-after",
+        type=float,
+        default=UNREACHABLE_EXIT,
+        help="exit once the control plane has been unreachable this long (seconds)",
+    )
     return parser.parse_args(argv)
 
 
@@ -73,7 +79,7 @@ class Agent:
         if not self._options.no_health:
             self._serve_health()
         self._every(self._options.heartbeat, self._heartbeat)
-        self._every(5.0, self._check_cp)
+        self._every(min(5.0, self._options.orphan_after / 4), self._check_cp)
         if self._options.log_rate > 0:
             filler = LoopingCall(self._filler)
             filler.clock = self._reactor
@@ -152,7 +158,7 @@ class Agent:
 
     def _check_cp(self) -> Any:
         silent = self._reactor.seconds() - self._last_contact
-        if silent >= UNREACHABLE_EXIT:
+        if silent >= self._options.orphan_after:
             log("WARN", f"control plane unreachable for {silent:.0f}s; exiting")
             self._reactor.stop()
             return None

@@ -20,6 +20,7 @@ from twisted.web.http import HTTPChannel
 from twisted.web.server import Site
 
 from cpstream.guard import raw_response
+from cpstream.ratelimit import Every
 
 HEADERS_DEADLINE = 10.0
 BODY_DEADLINE = 30.0
@@ -92,14 +93,12 @@ class DeadlineSite(Site):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.timed_out = 0
-        self._logged_at: float | None = None
+        self._may_log = Every(self.reactor, LOG_EVERY)
 
     def too_slow(self, what: str) -> None:
         """Count a connection closed for a missed deadline; log at most every LOG_EVERY s."""
         self.timed_out += 1
-        now = self.reactor.seconds()
-        if self._logged_at is None or now - self._logged_at >= LOG_EVERY:
-            self._logged_at = now
+        if self._may_log():
             self._log.info(
                 "closed a client too slow to send its request {what} ({count} so far)",
                 what=what,

@@ -52,6 +52,7 @@ from twisted.web.resource import Resource
 from cpstream import wire
 from cpstream.hub import Event, encode
 from cpstream.logtail import ROTATED
+from cpstream.ratelimit import Every
 from cpstream.registry import UnknownInstance
 from cpstream.web import SERVER_NAME, JSONError
 
@@ -167,7 +168,7 @@ class Streams:
         self.settings = settings or StreamSettings()
         self.connections: set[StreamProtocol] = set()
         self.accepting = True
-        self._last_cap_log: float | None = None
+        self._may_log = Every(clock, CAP_LOG_EVERY)
         self.refused = 0
         self._sweep = LoopingCall(self._sweep_idle)
         self._sweep.clock = clock
@@ -197,9 +198,7 @@ class Streams:
         if self.accepting and len(self.connections) < self.max_connections:
             return True
         self.refused += 1
-        now = self.clock.seconds()
-        if self._last_cap_log is None or now - self._last_cap_log >= CAP_LOG_EVERY:
-            self._last_cap_log = now
+        if self._may_log():
             self._log.warn(
                 "refusing WebSocket upgrades: {open} open, limit {limit} ({refused} refused)",
                 open=len(self.connections),
