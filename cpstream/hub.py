@@ -21,7 +21,7 @@ from cpstream.events import isotime
 
 Event = dict[str, Any]
 QUEUE_SIZE = 256
-COALESCE = 0.002
+COALESCE = 0.0005
 
 
 def encode(event: Event) -> bytes:
