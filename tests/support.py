@@ -18,6 +18,8 @@ from twisted.internet.protocol import ProcessProtocol
 ROOT = Path(__file__).resolve().parent.parent
 RUN_MARKER = "CPSTREAM_TEST_RUN"
 ARTIFACTS = Path(os.environ.get("ARTIFACTS", ROOT / "test-artifacts"))
+# A real child that says it is up, then waits for a signal.
+SLEEPER = [sys.executable, "-c", "import signal; print('up', flush=True); signal.pause()"]
 
 
 async def wait_for(predicate: Any, timeout: float = 10.0, step: float = 0.02) -> Any:

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest_twisted
 import treq
 
-from tests.support import delete_json, get_json, post_json, wait_for
-
-SLEEPER = [sys.executable, "-c", "import time; print('up', flush=True); time.sleep(60)"]
+from tests.support import SLEEPER, delete_json, get_json, post_json, wait_for
 
 
 async def create(cp, name="a", **extra):

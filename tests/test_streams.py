@@ -12,17 +12,15 @@ import os
 import re
 import socket
 import struct
-import sys
 import zlib
 
 import pytest_twisted
 import treq
 from twisted.internet import defer, protocol
 
-from tests.support import get_json, post_json, sleep, wait_for
+from tests.support import SLEEPER, get_json, post_json, sleep, wait_for
 from tests.wsclient import WSClient
 
-SLEEPER = [sys.executable, "-c", "import time; print('up', flush=True); time.sleep(60)"]
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 CANARY = "sk-streamcanary0123456789"
 

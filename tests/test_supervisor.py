@@ -16,9 +16,8 @@ from cpstream.logfiles import LogFiles
 from cpstream.registry import IllegalTransition, Registry
 from cpstream.store import Store
 from cpstream.supervisor import Supervisor
-from tests.support import ClockedReactor, sleep, wait_for
+from tests.support import SLEEPER, ClockedReactor, sleep, wait_for
 
-SLEEPER = [sys.executable, "-c", "import time; print('up', flush=True); time.sleep(60)"]
 CRASHER = [sys.executable, "-c", "import sys; sys.exit(3)"]
 STUBBORN = ["sh", "-c", "trap '' TERM; echo stubborn; sleep 60 & wait"]
 FORKER = ["sh", "-c", "sleep 61 & sleep 62 & echo forked; wait"]
