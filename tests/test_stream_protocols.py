@@ -81,6 +81,14 @@ class World:
         self.pumps.append(pump)
         return server, client, pump
 
+    def log_viewer(self, name):
+        """An instance with an empty log file, and a viewer connected to its stream."""
+        self.registry.create(name)
+        path = self.logs.path(name)
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"")
+        return (path, *self.connect(LogsProtocol, f"/ws/instances/{name}/logs"))
+
     def advance(self, seconds, step=0.05):
         steps = round(seconds / step)
         for _ in range(steps):
@@ -123,11 +131,7 @@ def test_every_inbound_frame_resets_the_idle_timer(world):
 
 def test_log_lines_are_batched_in_a_100ms_window(world):
     """Lines written close together arrive in one frame, 100 ms after the first is seen."""
-    world.registry.create("a")
-    path = world.logs.path("a")
-    path.parent.mkdir(parents=True)
-    path.write_bytes(b"")
-    server, client, pump = world.connect(LogsProtocol, "/ws/instances/a/logs")
+    path, server, client, pump = world.log_viewer("a")
     assert client.frames == [{"type": "backlog", "lines": [], "count": 0}]
     with open(path, "ab") as f:
         f.write(b"one\n")
@@ -143,11 +147,7 @@ def test_log_lines_are_batched_in_a_100ms_window(world):
 
 def test_partial_lines_wait_for_their_newline(world):
     """A line without its newline is held back until it is complete."""
-    world.registry.create("a")
-    path = world.logs.path("a")
-    path.parent.mkdir(parents=True)
-    path.write_bytes(b"")
-    server, client, pump = world.connect(LogsProtocol, "/ws/instances/a/logs")
+    path, server, client, pump = world.log_viewer("a")
     with open(path, "ab") as f:
         f.write(b"half a li")
     world.advance(1.0)
@@ -160,11 +160,7 @@ def test_partial_lines_wait_for_their_newline(world):
 
 def test_viewer_leaving_with_a_batch_pending(world):
     """A viewer that disconnects mid-batch leaves no timer, no watcher and no error."""
-    world.registry.create("a")
-    path = world.logs.path("a")
-    path.parent.mkdir(parents=True)
-    path.write_bytes(b"")
-    server, client, pump = world.connect(LogsProtocol, "/ws/instances/a/logs")
+    path, server, client, pump = world.log_viewer("a")
     with open(path, "ab") as f:
         f.write(b"pending\n")
     world.advance(0.5, step=0.5)
@@ -178,11 +174,7 @@ def test_viewer_leaving_with_a_batch_pending(world):
 
 def test_a_paused_log_viewer_reads_nothing_and_loses_nothing(world):
     """While paused a viewer leaves its offset alone; on resume it catches up exactly."""
-    world.registry.create("a")
-    path = world.logs.path("a")
-    path.parent.mkdir(parents=True)
-    path.write_bytes(b"")
-    server, client, pump = world.connect(LogsProtocol, "/ws/instances/a/logs")
+    path, server, client, pump = world.log_viewer("a")
     server.pauseProducing()
     with open(path, "ab") as f:
         f.write(b"".join(b"line %d\n" % i for i in range(5000)))

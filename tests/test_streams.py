@@ -43,6 +43,15 @@ def append(path, data: bytes) -> None:
         f.write(data)
 
 
+async def lines_until(client: WSClient, last: str) -> list[str]:
+    """Log lines (``<rotated>`` for a rotation) received up to and including ``last``."""
+    got: list[str] = []
+    while last not in got:
+        frame = await client.frame(timeout=2)
+        got += frame["lines"] if frame["type"] == "lines" else ["<rotated>"]
+    return got
+
+
 class RawUpgrade(protocol.Protocol):
     """Sends one upgrade request by hand and keeps whatever comes back."""
 
@@ -354,17 +363,11 @@ async def test_ws_logs_rotation(cp):
     append(path, b"just before 1\njust before 2\n")
     os.rename(path, path.with_name("daemon.log.1"))
     append(path, b"after\n")
-    got = []
-    while "after" not in got:
-        frame = await client.frame(timeout=2)
-        got += frame["lines"] if frame["type"] == "lines" else ["<rotated>"]
+    got = await lines_until(client, "after")
     assert got == ["just before 1", "just before 2", "<rotated>", "after"]
     os.truncate(path, 0)
     append(path, b"truncated\n")
-    got = []
-    while "truncated" not in got:
-        frame = await client.frame(timeout=2)
-        got += frame["lines"] if frame["type"] == "lines" else ["<rotated>"]
+    got = await lines_until(client, "truncated")
     assert got == ["<rotated>", "truncated"]
     await client.close()
 
