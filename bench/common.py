@@ -12,7 +12,6 @@ listens, then obeys one command per stdin line:
 from __future__ import annotations
 
 import json
-import time
 from datetime import UTC, datetime
 
 BENCH_ID = "00000000-0000-4000-8000-000000000000"
@@ -47,7 +46,6 @@ def reference_frame(seq: int, status: str) -> bytes:
             "started_at": None,
             "seq": seq,
             "timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-            "mono": time.monotonic(),
         },
         separators=(",", ":"),
     ).encode()

@@ -16,6 +16,7 @@ only in the server's settings. It measures:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -28,7 +29,7 @@ from twisted.internet import defer, task
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cpstream.streams import ECHO, INSTANCES, LOGS, MESSAGES, StreamSettings  # noqa: E402
+from cpstream.streams.settings import ECHO, INSTANCES, LOGS, MESSAGES, StreamSettings  # noqa: E402
 from tests.support import Daemon, post_json, sleep, wait_for  # noqa: E402
 from tests.wsclient import WSClient  # noqa: E402
 
@@ -45,12 +46,15 @@ def serve(mode: str, argv: list[str]) -> None:
     from twisted.internet import reactor
     from twisted.logger import globalLogBeginner, textFileLogObserver
 
-    from cpstream.tap import Options, makeService
+    from cpstream import tap
+    from cpstream.streams.connections import Streams
 
-    config = Options()
+    config = tap.Options()
     config.parseOptions(argv)
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)])
-    service = makeService(config, reactor, settings=MODES[mode])
+    # The bench wraps the composition root from outside: its Streams get ``mode``'s settings.
+    tap.Streams = functools.partial(Streams, settings=MODES[mode])
+    service = tap.makeService(config, reactor)
     reactor.callWhenRunning(service.startService)
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
     reactor.run()

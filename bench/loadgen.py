@@ -3,9 +3,10 @@
 Kept lean so that it is never the bottleneck: one asyncio protocol per
 client (uvloop when installed), the opening handshake written by hand, and
 no per-frame parsing in saturation mode — event frames are counted with
-``bytes.count`` on the ``"mono":`` key that every event frame carries once.
-In latency mode each frame's ``mono`` (taken at publish, same monotonic clock)
-is subtracted from the time of the read.
+``bytes.count`` on the ``"timestamp":"`` key that every event frame carries
+once. In latency mode each frame's own ``timestamp`` (the wall-clock time the
+server stamped at publish, on this same machine) is subtracted from the
+wall-clock time of the read.
 
 Prints ``connected`` once every client has its first frame, then one JSON
 line with the results once every client has ``--events`` event frames (or
@@ -24,8 +25,23 @@ import os
 import resource
 import sys
 import time
+from datetime import datetime
 
-KEY = b'"mono":'
+KEY = b'"timestamp":"'
+STAMP = len("2026-01-01T00:00:00.000000Z")
+_midnights: dict[bytes, float] = {}
+
+
+def stamp_seconds(stamp: bytes) -> float:
+    """Epoch seconds of a frame's ``timestamp`` (``YYYY-MM-DDTHH:MM:SS.ffffffZ``, UTC)."""
+    day = stamp[:10]
+    midnight = _midnights.get(day)
+    if midnight is None:
+        midnight = _midnights[day] = datetime.fromisoformat(day.decode() + "T00:00:00+00:00")
+        midnight = _midnights[day] = midnight.timestamp()
+    return midnight + int(stamp[11:13]) * 3600 + int(stamp[14:16]) * 60 + float(stamp[17:26])
+
+
 RESYNC = b'"resync":true'
 
 
@@ -51,7 +67,7 @@ class Client(asyncio.Protocol):
         )
 
     def data_received(self, data: bytes) -> None:
-        now = time.monotonic()
+        now = time.time()
         if not self.upgraded:
             self.buffer += data
             if b"\r\n\r\n" not in self.buffer:
@@ -74,10 +90,10 @@ class Client(asyncio.Protocol):
             found, start = 0, 0
             while True:
                 at = chunk.find(KEY, start)
-                end = chunk.find(b"}", at) if at >= 0 else -1
-                if end < 0:
+                end = at + len(KEY) + STAMP if at >= 0 else -1
+                if end < 0 or end > len(chunk):
                     break
-                self.run.latencies.append(now - float(chunk[at + len(KEY) : end]))
+                self.run.latencies.append(now - stamp_seconds(chunk[at + len(KEY) : end]))
                 found, start = found + 1, end
             self.carry = chunk[at:] if at >= 0 else chunk[-(len(KEY) - 1) :]
         else:
@@ -107,7 +123,6 @@ class Run:
         self.total = 0
         self.resyncs = 0
         self.lost = 0
-        self.first_mono: float | None = None
         self.members: list[Client] = []
 
     def failed(self, why: str) -> None:
@@ -154,13 +169,13 @@ async def main() -> None:
         await loop.run_in_executor(None, sys.stdin.read)
         return
     before = resource.getrusage(resource.RUSAGE_SELF)
-    started = time.monotonic()
+    started = time.time()
     try:
         await asyncio.wait_for(run.finished, args.timeout)
         timed_out = False
     except TimeoutError:
         timed_out = True
-    ended = time.monotonic()
+    ended = time.time()
     after = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     last = max((c.last for c in run.members), default=ended)

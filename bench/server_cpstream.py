@@ -2,8 +2,8 @@
 
 Events go through the real publish path: ``Registry.set_status`` (the code the
 REST API and the supervisor use) stores the change and publishes it to the
-hub, which fans it out to every ``/ws/instances`` client. The hub's bench-only
-``timing`` hook adds a monotonic ``mono`` stamp taken at publish.
+hub, which fans it out to every ``/ws/instances`` client. Latency is measured
+from each frame's own ``timestamp``, stamped at publish.
 
     python -m bench.server_cpstream [--instances N] [--poll-only]
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 
 from twisted.internet import reactor, stdio
 
@@ -46,7 +45,6 @@ def main() -> None:
          "--max-connections", "20000", "--idle-timeout", "3600"]
     )  # fmt: skip
     service = makeService(options, reactor=reactor)
-    service.hubs["instances"].timing = time.monotonic
     service.startService()
     registry = service.registry
     bench = registry.find("bench") or registry.create("bench", health="process", port=19999)

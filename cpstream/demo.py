@@ -6,14 +6,14 @@ import sys
 
 from twisted.logger import Logger
 
-from cpstream.messaging import Messaging
-from cpstream.registry import Registry
-from cpstream.supervisor import Supervisor
+from cpstream.domain.registry import Registry
+from cpstream.domain.routing import RoutingRules
+from cpstream.domain.supervisor import Supervisor
 
 log = Logger()
 
 
-def seed_demo(registry: Registry, supervisor: Supervisor, messaging: Messaging) -> None:
+def seed_demo(registry: Registry, supervisor: Supervisor, rules: RoutingRules) -> None:
     """Create ``agent-1`` and ``agent-2``, let 1 hand tasks to 2, and start both.
 
     Does nothing when any instance exists already (the demo seeds, never resets).
@@ -23,9 +23,7 @@ def seed_demo(registry: Registry, supervisor: Supervisor, messaging: Messaging) 
     agent = [sys.executable, "-m", "cpstream.agent"]
     first = registry.create("agent-1", command=[*agent, "--send-to", "agent-2"])
     second = registry.create("agent-2", command=agent)
-    messaging.add_rule(
-        {"from_instance": "agent-1", "to_instance": "agent-2", "type_pattern": "task.*"}
-    )
+    rules.add("agent-1", "agent-2", "task.*")
     for instance in (first, second):
         supervisor.start(instance)
     log.info("demo: started agent-1 and agent-2")

@@ -17,7 +17,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 
-from cpstream.store import Store
+from cpstream.domain.store import Store
 
 
 class WebService(Service):

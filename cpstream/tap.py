@@ -14,20 +14,26 @@ from urllib.parse import urlsplit
 from twisted.internet import endpoints
 from twisted.python import usage
 
-from cpstream.api import ControlAPI
 from cpstream.demo import seed_demo
-from cpstream.guard import Guard
-from cpstream.hub import Hub
-from cpstream.logfiles import LogFiles
-from cpstream.logtail import LogTails
-from cpstream.messaging import Messaging
-from cpstream.probe import HttpProbe
-from cpstream.registry import Registry
+from cpstream.domain.children import default_command
+from cpstream.domain.delivery import DeliveryWorker
+from cpstream.domain.hub import Hub
+from cpstream.domain.inbox import Inbox
+from cpstream.domain.logfiles import LogFiles
+from cpstream.domain.logtail import LogTails
+from cpstream.domain.messaging import Messaging
+from cpstream.domain.registry import Registry
+from cpstream.domain.routing import RoutingRules
+from cpstream.domain.store import Store
+from cpstream.domain.supervisor import Supervisor
 from cpstream.service import ControlPlane, WebService
-from cpstream.store import Store
-from cpstream.streams import Streams, StreamSettings, build_streams, prepare_frame
-from cpstream.supervisor import Supervisor, default_command
-from cpstream.web import ControlPlaneSite, build_root
+from cpstream.streams.connections import Streams
+from cpstream.streams.settings import prepare_frame
+from cpstream.web.api import ControlAPI
+from cpstream.web.guard import Guard
+from cpstream.web.probe import HttpProbe
+from cpstream.web.site import ControlPlaneSite, build_root
+from cpstream.web.streams import build_streams
 
 
 def _positive_float(value: str) -> float:
@@ -112,10 +118,8 @@ class Options(usage.Options):
         self["data-dir"] = Path(self["data-dir"]).expanduser()
 
 
-def makeService(  # noqa: N802 (Twisted API)
-    config: Options, reactor: Any = None, settings: StreamSettings | None = None
-) -> ControlPlane:
-    """Build the control plane from parsed options (``settings``: for benchmarks only)."""
+def makeService(config: Options, reactor: Any = None) -> ControlPlane:  # noqa: N802 (Twisted API)
+    """Build the control plane from parsed options, every part on ``reactor``."""
     if reactor is None:
         from twisted.internet import reactor
     data_dir = Path(config["data-dir"]).expanduser()
@@ -125,23 +129,26 @@ def makeService(  # noqa: N802 (Twisted API)
     registry = Registry(store, instances_hub, reactor, default_command())
     logs = LogFiles(data_dir)
     supervisor = Supervisor(reactor, registry, logs, HttpProbe(reactor))
-    messaging = Messaging(store, messages_hub, reactor, registry)
-    api = ControlAPI(registry, supervisor, logs, messaging)
-    streams = Streams(reactor, config["idle-timeout"], config["max-connections"], settings)
+    rules = RoutingRules(store.rules, registry, reactor)
+    messaging = Messaging(store, messages_hub, reactor, rules)
+    inbox = Inbox(messaging, reactor)
+    worker = DeliveryWorker(messaging, reactor)
+    api = ControlAPI(registry, supervisor, logs, rules, messaging, inbox)
+    streams = Streams(reactor, config["idle-timeout"], config["max-connections"])
     tails = LogTails(reactor, inotify=_inotify(reactor))
     ws = build_streams(
         streams, registry, instances_hub, messaging, messages_hub, logs, tails, config["echo"]
     )
     guard = Guard(config["allowed-host"], config["allowed-origin"])
-    site = ControlPlaneSite(build_root(api.app.resource(), ws), guard)
+    site = ControlPlaneSite(build_root(api.app.resource(), ws), guard, reactor)
     web = WebService(endpoints.serverFromString(reactor, config["listen"]), site)
-    on_ready = (lambda: seed_demo(registry, supervisor, messaging),) if config["demo"] else ()
+    on_ready = (lambda: seed_demo(registry, supervisor, rules),) if config["demo"] else ()
     return ControlPlane(
         store,
         web,
         supervisor,
         streams=streams,
-        workers=(messaging,),
+        workers=(inbox, worker),
         on_ready=on_ready,
         registry=registry,
         hubs={"instances": instances_hub, "messages": messages_hub},

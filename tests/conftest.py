@@ -14,7 +14,7 @@ from twisted.internet import reactor as global_reactor
 from twisted.logger import formatEvent, globalLogPublisher
 
 from cpstream.tap import Options, makeService
-from tests.support import RUN_MARKER, Daemon, kill_processes_with
+from tests.support import RUN_MARKER, Daemon, World, kill_processes_with
 
 # Every process a test starts (daemons and their instances) inherits this
 # marker, so that nothing outlives the session even when a test fails.
@@ -53,6 +53,14 @@ def data_dir(tmp_path: Path) -> Path:
     path = tmp_path / "data"
     path.mkdir()
     return path
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Any:
+    """The domain on a Clock (see :class:`tests.support.World`); children killed after."""
+    made = World(tmp_path)
+    yield made
+    made.close()
 
 
 class RunningControlPlane:

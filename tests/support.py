@@ -15,6 +15,19 @@ from twisted.internet import defer, task
 from twisted.internet import reactor as global_reactor
 from twisted.internet.protocol import ProcessProtocol
 
+from cpstream.domain.children import process_environ
+from cpstream.domain.hub import Hub
+from cpstream.domain.inbox import Inbox
+from cpstream.domain.logfiles import LogFiles
+from cpstream.domain.logtail import LogTails
+from cpstream.domain.messaging import Messaging
+from cpstream.domain.registry import Registry
+from cpstream.domain.routing import RoutingRules
+from cpstream.domain.store import Store
+from cpstream.domain.supervisor import Supervisor
+from cpstream.streams.connections import Streams
+from cpstream.streams.settings import StreamSettings, prepare_frame
+
 ROOT = Path(__file__).resolve().parent.parent
 RUN_MARKER = "CPSTREAM_TEST_RUN"
 ARTIFACTS = Path(os.environ.get("ARTIFACTS", ROOT / "test-artifacts"))
@@ -54,6 +67,103 @@ class ClockedReactor:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._real, name)
+
+
+# Autobahn's handshake timers off: protocol tests drive everything else on a Clock.
+NO_TIMERS = StreamSettings(open_handshake_timeout=0, close_handshake_timeout=0)
+EPOCH = 1_790_000_000
+
+
+class Recorder:
+    """A hub subscriber that keeps, decoded, every frame it is handed."""
+
+    def __init__(self, hub: Hub, accepts: Any = None) -> None:
+        self.frames: list[dict] = []
+        self.subscription = hub.subscribe(accepts or (lambda event: True), self)
+
+    def write_frames(self, frames: Any) -> None:
+        self.frames.extend(json.loads(getattr(f, "payload", f)) for f in frames)
+
+    @property
+    def types(self) -> list[str]:
+        return [f["type"] for f in self.frames]
+
+
+class World:
+    """The whole domain on a ``task.Clock``, over a real SQLite file and real log files.
+
+    Hubs hand every event over at once (no coalescing window), so a
+    :class:`Recorder` sees each frame in the turn it is published; tests of the
+    window itself build their own ``Hub``.
+    """
+
+    def __init__(
+        self,
+        tmp_path: Path,
+        command: list[str] | None = None,
+        probe: Any = None,
+        grace: float = 5.0,
+    ) -> None:
+        self.tmp_path = tmp_path
+        self.clock = task.Clock()
+        self.clock.advance(EPOCH)
+        self.reactor = ClockedReactor(self.clock)
+        self.store = Store.open(tmp_path / "cp.db")
+        self.hub = Hub(self.clock, prepare=prepare_frame, coalesce=0.0)
+        self.messages_hub = Hub(self.clock, prepare=prepare_frame, coalesce=0.0)
+        self.instance_frames = Recorder(self.hub)
+        self.message_frames = Recorder(self.messages_hub)
+        self.command = command or ["agent"]
+        self.registry = self.new_registry()
+        self.rules = RoutingRules(self.store.rules, self.registry, self.clock)
+        self.messaging = Messaging(self.store, self.messages_hub, self.clock, self.rules)
+        self.inbox = Inbox(self.messaging, self.clock)
+        self.logs = LogFiles(tmp_path)
+        self.tails = LogTails(self.clock)
+        self.streams = Streams(self.clock, idle_timeout=90, settings=NO_TIMERS)
+        self.probe = probe or (lambda port: defer.succeed(True))
+        self.grace = grace
+        self.supervisors: list[Supervisor] = []
+
+    def new_registry(self) -> Registry:
+        """A registry over the same store and hub, as a restarted control plane builds it."""
+        return Registry(self.store, self.hub, self.clock, self.command)
+
+    def new_supervisor(self, registry: Registry | None = None) -> Supervisor:
+        """A started supervisor of real children, its timers on the Clock."""
+        supervisor = Supervisor(
+            self.reactor,
+            registry or self.registry,
+            self.logs,
+            lambda port: self.probe(port),
+            grace=self.grace,
+        )
+        supervisor.startService()
+        self.supervisors.append(supervisor)
+        return supervisor
+
+    def statuses(self, name: str) -> list[str]:
+        """Every status ``name`` went through, in order, as the stream saw it."""
+        return [
+            f["status"]
+            for f in self.instance_frames.frames
+            if f["type"] == "status_changed" and f["name"] == name
+        ]
+
+    def close(self) -> None:
+        """Kill every child of ours left (never a pid a test merely wrote down) and stop
+        the supervisors."""
+        for instance in self.registry.all(include_archived=True):
+            pid = instance.pid
+            if pid and process_environ(pid).get("CPSTREAM_INSTANCE_ID") == instance.id:
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+        for supervisor in self.supervisors:
+            if supervisor.running:
+                supervisor.stopService()
+        self.store.close()
 
 
 def processes_with(marker: str, value: str) -> list[int]:

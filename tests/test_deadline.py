@@ -11,9 +11,9 @@ from twisted.logger import globalLogPublisher
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from cpstream.deadline import BODY_DEADLINE, HEADERS_DEADLINE, DeadlineSite
-from cpstream.guard import Guard
-from cpstream.web import ControlPlaneSite
+from cpstream.web.deadline import BODY_DEADLINE, HEADERS_DEADLINE, DeadlineSite
+from cpstream.web.guard import Guard
+from cpstream.web.site import ControlPlaneSite
 
 HEAD = b"GET /x HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
 

@@ -10,16 +10,16 @@ from autobahn.websocket.protocol import WebSocketProtocol
 from twisted.internet import protocol
 from twisted.internet.task import Clock
 
-from cpstream.streams import (
-    ECHO_MAX_MESSAGE,
-    MAX_CLIENT_MESSAGE,
-    EchoProtocol,
+from cpstream.streams.connections import Streams
+from cpstream.streams.echo import EchoFactory, EchoProtocol
+from cpstream.streams.hubstreams import (
+    InstancesFactory,
     InstancesProtocol,
-    LogsProtocol,
+    MessagesFactory,
     MessagesProtocol,
-    StreamFactory,
-    Streams,
 )
+from cpstream.streams.logstream import LogsFactory, LogsProtocol
+from cpstream.streams.settings import ECHO_MAX_MESSAGE, MAX_CLIENT_MESSAGE
 from tests.conftest import RunningControlPlane, build_control_plane
 from tests.support import sleep, wait_for
 from tests.test_streams import RawUpgrade, create, log_path, raw_upgrade, upgrade_request
@@ -31,7 +31,14 @@ REAL_STREAMS = (InstancesProtocol, LogsProtocol, MessagesProtocol)
 
 
 def options(protocol: type) -> dict:
-    factory = StreamFactory(protocol, Streams(Clock()))
+    """The protocol options the endpoint of ``protocol`` is built with (no collaborators)."""
+    streams = Streams(Clock())
+    factory = {
+        EchoProtocol: lambda: EchoFactory(streams),
+        InstancesProtocol: lambda: InstancesFactory(streams, None, None),
+        LogsProtocol: lambda: LogsFactory(streams, None, None, None),
+        MessagesProtocol: lambda: MessagesFactory(streams, None, None),
+    }[protocol]()
     return {name: getattr(factory, name) for name in OPTIONS}
 
 

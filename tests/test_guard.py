@@ -8,7 +8,8 @@ from twisted.internet import defer, protocol
 from twisted.internet.address import IPv4Address
 from twisted.web.test.requesthelper import DummyRequest
 
-from cpstream.guard import Guard, Refusal
+from cpstream.web.errors import HTTPError as Refusal
+from cpstream.web.guard import Guard
 from tests.support import get_json
 
 

@@ -6,7 +6,19 @@ import json
 
 from twisted.internet.task import Clock
 
-from cpstream.hub import Hub
+from cpstream.domain.hub import Hub
+from tests.support import Recorder
+
+
+class Frames:
+    """A subscriber that keeps the raw frames it is handed."""
+
+    def __init__(self, hub: Hub, accepts=lambda e: True) -> None:
+        self.frames: list = []
+        self.subscription = hub.subscribe(accepts, self)
+
+    def write_frames(self, frames) -> None:
+        self.frames.extend(frames)
 
 
 def test_publish_stamps_seq_and_timestamp():
@@ -31,10 +43,10 @@ def test_each_event_is_encoded_once_for_all_subscribers():
         return ("frame", payload)
 
     hub = Hub(Clock(), prepare=prepare)
-    subs = [hub.subscribe(lambda e: True) for _ in range(5)]
+    subs = [Frames(hub) for _ in range(5)]
     hub.publish({"type": "x"})
     assert len(prepared) == 1
-    frames = [s.queue.pending[0] for s in subs]
+    frames = [s.frames[0] for s in subs]
     assert all(f is frames[0] for f in frames)
     assert json.loads(frames[0][1])["seq"] == 1
 
@@ -43,65 +55,62 @@ def test_no_subscriber_no_encoding():
     """An event nobody wants is never encoded."""
     prepared = []
     hub = Hub(Clock(), prepare=lambda p: prepared.append(p) or p)
-    hub.subscribe(lambda e: e["type"] == "wanted")
+    Frames(hub, lambda e: e["type"] == "wanted")
     hub.publish({"type": "unwanted"})
     assert prepared == []
 
 
 def test_filters_choose_subscribers():
     """A subscription only receives the events its filter accepts."""
-    hub = Hub(Clock())
-    evens = hub.subscribe(lambda e: e["n"] % 2 == 0)
+    hub = Hub(Clock(), coalesce=0.0)
+    evens = Recorder(hub, lambda e: e["n"] % 2 == 0)
     for n in range(6):
         hub.publish({"type": "x", "n": n})
-    assert [json.loads(f)["n"] for f in evens.queue.pending] == [0, 2, 4]
+    assert [f["n"] for f in evens.frames] == [0, 2, 4]
 
 
 def test_overflow_marks_lagged_and_empties_the_queue():
     """The put that overflows 256 frames marks the subscription lagged and drops its queue."""
     hub = Hub(Clock())
-    sub = hub.subscribe(lambda e: True)
+    sub = Frames(hub).subscription
+    sub.pause()
     for n in range(256):
         hub.publish({"type": "x", "n": n})
-    assert not sub.lagged and len(sub.queue.pending) == 256
+    assert not sub.lagged and sub.queued == 256
     hub.publish({"type": "x", "n": 256})
-    assert sub.lagged and len(sub.queue.pending) == 0
+    assert sub.lagged and sub.queued == 0
     for n in range(1000):
         hub.publish({"type": "x", "n": n})
-    assert len(sub.queue.pending) == 0
+    assert sub.queued == 0
     sub.resynced()
     hub.publish({"type": "x", "n": 0})
-    assert not sub.lagged and len(sub.queue.pending) == 1
+    assert not sub.lagged and sub.queued == 1
 
 
 def test_cancel_stops_delivery():
     """A cancelled subscription receives nothing more."""
     hub = Hub(Clock())
-    sub = hub.subscribe(lambda e: True)
-    sub.cancel()
+    consumer = Frames(hub)
+    consumer.subscription.cancel()
     hub.publish({"type": "x"})
-    assert hub.subscribers == 0 and len(sub.queue.pending) == 0
+    assert hub.subscribers == 0 and consumer.frames == [] and consumer.subscription.queued == 0
 
 
 class Consumer:
-    """A subscriber that writes at once: records single deliveries and drains."""
+    """A subscriber that records each write it is handed (the ``n`` of its frames)."""
 
     def __init__(self, hub: Hub) -> None:
-        self.subscription = hub.subscribe(lambda e: True)
+        self.subscription = hub.subscribe(lambda e: True, self)
         self.writes: list[list[int]] = []
-        self.ready(True)
 
     def ready(self, ready: bool) -> None:
-        self.subscription.deliver = self.one if ready else None
-        self.subscription.drain = self.many if ready else None
+        if ready:
+            self.subscription.resume()
+        else:
+            self.subscription.pause()
 
-    def one(self, frame) -> None:
-        self.writes.append([json.loads(frame)["n"]])
-
-    def many(self) -> None:
-        pending = self.subscription.queue.pending
-        self.writes.append([json.loads(f)["n"] for f in pending])
-        pending.clear()
+    def write_frames(self, frames) -> None:
+        self.writes.append([json.loads(f)["n"] for f in frames])
 
 
 def test_a_lone_event_goes_out_at_once():
@@ -144,10 +153,10 @@ def test_a_paused_subscriber_keeps_its_frames_in_order():
     clock.advance(1)
     assert consumer.writes == []
     consumer.ready(True)
+    assert consumer.writes == [[0, 1, 2]]
     hub.publish({"type": "x", "n": 3})
-    assert consumer.writes == []
     clock.advance(0.002)
-    assert consumer.writes == [[0, 1, 2, 3]]
+    assert consumer.writes == [[0, 1, 2], [3]]
 
 
 def test_the_window_grows_to_the_cost_of_a_write_round():
@@ -155,13 +164,13 @@ def test_the_window_grows_to_the_cost_of_a_write_round():
     clock = Clock()
     hub = Hub(clock, coalesce=0.002)
     consumer = Consumer(hub)
-    write = consumer.one
+    write = consumer.write_frames
 
-    def slow_write(frame):
+    def slow_write(frames):
         clock.advance(0.010)
-        write(frame)
+        write(frames)
 
-    consumer.subscription.deliver = slow_write
+    consumer.write_frames = slow_write
     hub.publish({"type": "x", "n": 0})
     clock.advance(0.005)
     hub.publish({"type": "x", "n": 1})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from cpstream.logfiles import CUT_MARKER, LogFiles, read_page, read_tail
+from cpstream.domain.logfiles import CUT_MARKER, LogFiles, read_page, read_tail
 
 
 def write(path, data: bytes) -> None:

@@ -7,8 +7,8 @@ import os
 import pytest
 from twisted.internet.task import Clock
 
-from cpstream.logfiles import CUT_MARKER
-from cpstream.logtail import ROTATED, LogTails, split_lines
+from cpstream.domain.logfiles import CUT_MARKER
+from cpstream.domain.logtail import ROTATED, LogTails, split_lines
 
 
 class Viewer:

@@ -7,38 +7,35 @@ import sqlite3
 
 import pytest
 from twisted.internet import defer
-from twisted.internet.task import Clock
 
-from cpstream.hub import Hub
-from cpstream.messaging import MAX_PAYLOAD, Messaging, Refused
-from cpstream.registry import Registry
-from cpstream.store import Store
+from cpstream.domain.delivery import DeliveryWorker
+from cpstream.domain.errors import DomainError
+from cpstream.domain.messaging import MAX_PAYLOAD
+from cpstream.web import bodies
+from cpstream.web.errors import status_of
+from tests.support import World
 
 CANARY = "sk-canary0123456789abcdef"
 
 
-class World:
+class Messages(World):
+    """Instances a, b and c, a rule a -> b for task.*, and messaging as REST drives it."""
+
     def __init__(self, tmp_path) -> None:
-        self.clock = Clock()
-        self.clock.advance(1_790_000_000)
-        self.store = Store.open(tmp_path / "cp.db")
-        self.registry = Registry(self.store, Hub(self.clock), self.clock, ["agent"])
-        self.hub = Hub(self.clock)
-        self.frames: list[dict] = []
-        subscription = self.hub.subscribe(lambda event: True)
-
-        def take(frame=None):
-            if frame is not None:
-                self.frames.append(json.loads(frame))
-            subscription.queue.get().addCallback(take)
-
-        take()
-        self.messaging = Messaging(self.store, self.hub, self.clock, self.registry)
+        super().__init__(tmp_path)
+        self.worker = DeliveryWorker(self.messaging, self.clock)
         for name in ("a", "b", "c"):
             self.registry.create(name)
-        self.rule = self.messaging.add_rule(
+        self.rule = self.add_rule(
             {"from_instance": "a", "to_instance": "b", "type_pattern": "task.*", "max_retries": 2}
         )
+
+    @property
+    def frames(self) -> list[dict]:
+        return self.message_frames.frames
+
+    def add_rule(self, body):
+        return self.rules.add(**bodies.rule_fields(body))
 
     def send(self, **extra):
         body = {
@@ -48,31 +45,42 @@ class World:
             "payload": {"n": 1},
             **extra,
         }
-        return self.messaging.send(body)
+        answer = self.messaging.send(**bodies.send_fields(body))
+        return (200 if answer.get("deduplicated") else 201), answer
 
     def events(self, message_id):
-        return [e["event"] for e in self.store.events_of(message_id)]
+        return [e["event"] for e in self.store.messages.events_of(message_id)]
 
     def receive(self, wait=0):
         results = []
-        self.messaging.receive("b", wait).addCallback(results.append)
+        self.inbox.receive("b", wait).addCallback(results.append)
         return results
+
+    def start_worker(self) -> None:
+        self.worker.startService()
+        self.inbox.startService()
+
+    def stop_worker(self) -> None:
+        self.worker.stopService()
+        self.inbox.stopService()
 
 
 @pytest.fixture
 def world(tmp_path):
-    return World(tmp_path)
+    made = Messages(tmp_path)
+    yield made
+    made.close()
 
 
 def refused(call, *args, **kwargs) -> tuple[int, str]:
-    with pytest.raises(Refused) as info:
+    with pytest.raises(DomainError) as info:
         call(*args, **kwargs)
-    return info.value.status, info.value.message
+    return status_of(info.value), info.value.message
 
 
 def test_rule_validation(world):
     """Rules need existing instances, no wildcard ends, and an exact or prefix.* pattern."""
-    add = world.messaging.add_rule
+    add = world.add_rule
     base = {"from_instance": "a", "to_instance": "c", "type_pattern": "task.handoff"}
     assert refused(add, {**base, "to_instance": "ghost"})[0] == 404
     assert refused(add, {**base, "from_instance": "*"})[0] == 400
@@ -83,8 +91,8 @@ def test_rule_validation(world):
     rule = add(base)
     assert (rule["max_retries"], rule["ttl_secs"]) == (5, 3600)
     assert refused(add, base)[0] == 409
-    world.messaging.delete_rule(rule["id"])
-    assert refused(world.messaging.delete_rule, rule["id"])[0] == 404
+    world.rules.delete(rule["id"])
+    assert refused(world.rules.delete, rule["id"])[0] == 404
 
 
 def test_send_checks_in_order(world):
@@ -110,7 +118,7 @@ def test_send_rejects_malformed_fields(world):
         {"surprise": 1},
     ):
         assert refused(world.send, **extra)[0] == 400, extra
-    assert world.store.search_messages() == []
+    assert world.store.messages.search() == []
 
 
 def test_send_queues_and_publishes(world):
@@ -127,12 +135,12 @@ def test_send_queues_and_publishes(world):
 
 def test_most_specific_rule_sets_retries_and_ttl(world):
     """An exact rule wins over a wildcard for the same route."""
-    world.messaging.add_rule(
+    world.add_rule(
         {"from_instance": "a", "to_instance": "b", "type_pattern": "task.handoff",
          "max_retries": 9, "ttl_secs": 60}
     )  # fmt: skip
     _, answer = world.send()
-    message = world.store.message(answer["id"])
+    message = world.store.messages.get(answer["id"])
     assert (message["max_retries"], message["ttl_secs"]) == (9, 60)
 
 
@@ -141,7 +149,7 @@ def test_idempotency_key_deduplicates_within_24h(world):
     first = world.send(idempotency_key="k1")
     again = world.send(idempotency_key="k1", payload={"other": True})
     assert again == (200, {"id": first[1]["id"], "deduplicated": True})
-    assert len(world.store.search_messages()) == 1
+    assert len(world.store.messages.search()) == 1
     world.clock.advance(24 * 3600 + 1)
     later = world.send(idempotency_key="k1")
     assert later[0] == 201 and later[1]["id"] != first[1]["id"]
@@ -157,7 +165,7 @@ def test_payload_and_detail_are_redacted_before_storage(world, tmp_path):
         "ok": "keep me",
     }
     _, answer = world.send(payload=payload)
-    stored = world.store.message(answer["id"])["payload"]
+    stored = world.store.messages.get(answer["id"])["payload"]
     assert stored["ok"] == "keep me" and stored["nested"][0]["password"] == "[REDACTED]"
     [message] = world.receive()
     assert "canary" not in json.dumps(message)
@@ -181,9 +189,9 @@ def test_receive_leases_oldest_first(world):
 def test_waiting_receiver_is_woken_by_the_send(world):
     """A waiting receiver gets the message in the same turn as the send, no polling."""
     results = world.receive(wait=30)
-    assert results == [] and world.messaging.waiting == 1
+    assert results == [] and world.inbox.waiting == 1
     _, answer = world.send()
-    assert results[0]["id"] == answer["id"] and world.messaging.waiting == 0
+    assert results[0]["id"] == answer["id"] and world.inbox.waiting == 0
     assert world.events(answer["id"]) == ["queued", "delivered"]
 
 
@@ -193,17 +201,17 @@ def test_waiting_receiver_times_out_with_null(world):
     world.clock.advance(4.9)
     assert results == []
     world.clock.advance(0.1)
-    assert results == [None] and world.messaging.waiting == 0
+    assert results == [None] and world.inbox.waiting == 0
 
 
 def test_cancelled_waiter_neither_leaks_nor_steals(world):
     """A receiver that disconnects is dropped; the next message stays queued for others."""
-    waiting = world.messaging.receive("b", 30)
+    waiting = world.inbox.receive("b", 30)
     waiting.addErrback(lambda f: f.trap(defer.CancelledError))
     waiting.cancel()
-    assert world.messaging.waiting == 0 and not world.clock.getDelayedCalls()
+    assert world.inbox.waiting == 0 and not world.clock.getDelayedCalls()
     _, answer = world.send()
-    assert world.store.message(answer["id"])["status"] == "queued"
+    assert world.store.messages.get(answer["id"])["status"] == "queued"
 
 
 def test_concurrent_receivers_never_share_a_message(world):
@@ -211,7 +219,7 @@ def test_concurrent_receivers_never_share_a_message(world):
     waiters = [world.receive(wait=30) for _ in range(5)]
     ids = [world.send()[1]["id"] for _ in range(3)]
     got = [w[0]["id"] for w in waiters if w]
-    assert got == ids and world.messaging.waiting == 2
+    assert got == ids and world.inbox.waiting == 2
 
 
 def test_acknowledge_only_from_delivered(world):
@@ -226,65 +234,65 @@ def test_acknowledge_only_from_delivered(world):
 
 def test_fail_retries_with_backoff_then_dead_letters(world):
     """Fail requeues after 1 s, 2 s ... until max_retries, then dead-letters."""
-    world.messaging.startService()
+    world.start_worker()
     _, answer = world.send()
     message_id = answer["id"]
     for backoff in (1.0, 2.0):
         [message] = world.receive()
         world.messaging.fail(message_id, "nope")
-        assert world.store.message(message_id)["status"] == "retry_scheduled"
+        assert world.store.messages.get(message_id)["status"] == "retry_scheduled"
         world.clock.advance(backoff - 0.5)
         assert world.receive() == [None]
         world.clock.advance(0.5)
-        assert world.store.message(message_id)["status"] == "queued"
+        assert world.store.messages.get(message_id)["status"] == "queued"
     world.receive()
     world.messaging.fail(message_id, "still no")
-    assert world.store.message(message_id)["status"] == "dead_letter"
+    assert world.store.messages.get(message_id)["status"] == "dead_letter"
     assert world.events(message_id) == [
         "queued",
         *["delivered", "failed", "retry_scheduled", "queued"] * 2,
         "delivered", "failed", "dead_lettered",
     ]  # fmt: skip
     assert [m["id"] for m in world.messaging.search(status="dead_letter")] == [message_id]
-    world.messaging.stopService()
+    world.stop_worker()
 
 
 def test_retry_wakes_a_waiting_receiver(world):
     """A waiter is handed the message as soon as its retry comes due."""
-    world.messaging.startService()
+    world.start_worker()
     _, answer = world.send()
     world.receive()
     world.messaging.fail(answer["id"], "later")
     results = world.receive(wait=30)
     world.clock.advance(1.0)
     assert results and results[0]["id"] == answer["id"] and results[0]["attempts"] == 2
-    world.messaging.stopService()
+    world.stop_worker()
 
 
 def test_unacknowledged_lease_returns_to_the_queue(world):
     """A lease not acknowledged within 60 s is failed and requeued by the worker."""
-    world.messaging.startService()
+    world.start_worker()
     _, answer = world.send()
     world.receive()
     world.clock.advance(59)
-    assert world.store.message(answer["id"])["status"] == "delivered"
+    assert world.store.messages.get(answer["id"])["status"] == "delivered"
     world.clock.advance(1)
-    assert world.store.message(answer["id"])["status"] == "retry_scheduled"
-    assert "lease expired" in world.store.events_of(answer["id"])[-2]["detail"]
+    assert world.store.messages.get(answer["id"])["status"] == "retry_scheduled"
+    assert "lease expired" in world.store.messages.events_of(answer["id"])[-2]["detail"]
     world.clock.advance(1)
     assert world.receive()[0]["id"] == answer["id"]
-    world.messaging.stopService()
+    world.stop_worker()
 
 
 def test_ttl_expires_to_dead_letter_and_replay_requeues(world):
     """Undelivered past its TTL: expired then dead_lettered; replay queues it again."""
-    world.messaging.add_rule(
+    world.add_rule(
         {"from_instance": "a", "to_instance": "b", "type_pattern": "short.lived", "ttl_secs": 10}
     )
-    world.messaging.startService()
+    world.start_worker()
     _, answer = world.send(message_type="short.lived")
     world.clock.advance(10)
-    assert world.store.message(answer["id"])["status"] == "dead_letter"
+    assert world.store.messages.get(answer["id"])["status"] == "dead_letter"
     assert world.events(answer["id"]) == ["queued", "expired", "dead_lettered"]
     assert refused(world.messaging.acknowledge, answer["id"])[0] == 409
     results = world.receive(wait=30)
@@ -292,12 +300,12 @@ def test_ttl_expires_to_dead_letter_and_replay_requeues(world):
     assert results[0]["id"] == answer["id"] and results[0]["attempts"] == 1
     assert world.events(answer["id"])[-2:] == ["replayed", "delivered"]
     assert refused(world.messaging.replay, answer["id"])[0] == 409
-    world.messaging.stopService()
+    world.stop_worker()
 
 
 def test_every_event_row_is_published_once(world):
     """Published frames match the event log one to one, with increasing seq."""
-    world.messaging.startService()
+    world.start_worker()
     _, answer = world.send()
     world.receive()
     world.messaging.fail(answer["id"], "x")
@@ -306,12 +314,13 @@ def test_every_event_row_is_published_once(world):
     world.messaging.acknowledge(answer["id"])
     published = [(f["event"], f["detail"], f["timestamp"]) for f in world.frames]
     stored = [
-        (e["event"], e["detail"], e["timestamp"]) for e in world.store.events_of(answer["id"])
+        (e["event"], e["detail"], e["timestamp"])
+        for e in world.store.messages.events_of(answer["id"])
     ]
     assert published == stored
     seqs = [f["seq"] for f in world.frames]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
-    world.messaging.stopService()
+    world.stop_worker()
 
 
 def test_message_events_are_append_only(world, tmp_path):
@@ -335,7 +344,7 @@ def test_deleting_an_instance_keeps_its_messages(world):
 
 def test_stop_answers_waiters_with_none(world):
     """Stopping messaging answers every waiting receiver so long polls end at once."""
-    world.messaging.startService()
+    world.start_worker()
     results = world.receive(wait=60)
-    world.messaging.stopService()
-    assert results == [None] and world.messaging.waiting == 0
+    world.stop_worker()
+    assert results == [None] and world.inbox.waiting == 0

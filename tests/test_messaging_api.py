@@ -180,7 +180,7 @@ class Hanging(protocol.Protocol):
 async def test_disconnected_long_poll_leaks_nothing(cp, reactor):
     """A receiver that hangs up while waiting is forgotten; the message stays queued."""
     await setup_pair(cp)
-    messaging = cp.service.workers[0]
+    inbox = cp.service.workers[0]
     port = cp.service.web.port.getHost().port
     factory = protocol.ClientFactory.forProtocol(Hanging)
     factory.request = (
@@ -188,9 +188,9 @@ async def test_disconnected_long_poll_leaks_nothing(cp, reactor):
         b"Host: 127.0.0.1:%d\r\n\r\n" % port
     )
     connector = reactor.connectTCP("127.0.0.1", port, factory)
-    await wait_for(lambda: messaging.waiting == 1)
+    await wait_for(lambda: inbox.waiting == 1)
     connector.disconnect()
-    await wait_for(lambda: messaging.waiting == 0)
+    await wait_for(lambda: inbox.waiting == 0)
     _, sent = await post_json(cp.api("/messages"), send_body())
     code, one = await get_json(cp.api(f"/messages/{sent['id']}"))
     assert one["status"] == "queued"
@@ -202,8 +202,8 @@ async def test_concurrent_long_polls_get_distinct_messages(cp):
     await setup_pair(cp)
     url = cp.api("/instances/b/messages/pending?wait=20")
     polls = [defer.ensureDeferred(get_json(url)) for _ in range(5)]
-    messaging = cp.service.workers[0]
-    await wait_for(lambda: messaging.waiting == 5)
+    inbox = cp.service.workers[0]
+    await wait_for(lambda: inbox.waiting == 5)
     sent = [(await post_json(cp.api("/messages"), send_body()))[1]["id"] for _ in range(5)]
     got = [(await poll)[1]["message"]["id"] for poll in polls]
     assert sorted(got) == sorted(sent)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from twisted.internet.task import Clock
 
-from cpstream.ratelimit import Every
+from cpstream.domain.ratelimit import Every
 
 
 def test_yes_at_most_once_per_period():

@@ -2,58 +2,32 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
-from twisted.internet.task import Clock
 
-from cpstream.hub import Hub
-from cpstream.registry import IllegalTransition, InvalidInstance, Registry, UnknownInstance
-from cpstream.store import Conflict, Store
-
-
-class Recorder:
-    """Collects every frame the hub fans out to one subscriber."""
-
-    def __init__(self, hub: Hub) -> None:
-        self.subscription = hub.subscribe(lambda event: True)
-        self.frames: list[dict] = []
-        self._take()
-
-    def _take(self) -> None:
-        self.subscription.queue.get().addCallback(self._got)
-
-    def _got(self, frame: bytes) -> None:
-        self.frames.append(json.loads(frame))
-        self._take()
-
-    @property
-    def types(self) -> list[str]:
-        return [f["type"] for f in self.frames]
+from cpstream.domain.errors import Conflict
+from cpstream.domain.instances import IllegalTransition, InvalidInstance, UnknownInstance
+from cpstream.domain.registry import Registry
+from tests.support import Recorder
 
 
 @pytest.fixture
-def clock():
-    clock = Clock()
-    clock.advance(1_790_000_000)
-    return clock
+def clock(world):
+    return world.clock
 
 
 @pytest.fixture
-def store(tmp_path):
-    store = Store.open(tmp_path / "cp.db")
-    yield store
-    store.close()
+def store(world):
+    return world.store
 
 
 @pytest.fixture
-def hub(clock):
-    return Hub(clock)
+def hub(world):
+    return world.hub
 
 
 @pytest.fixture
-def registry(store, hub, clock):
-    return Registry(store, hub, clock, ["agent"])
+def registry(world):
+    return world.registry
 
 
 def test_create_stores_and_publishes(registry, hub, store):
@@ -71,7 +45,7 @@ def test_create_stores_and_publishes(registry, hub, store):
             "timestamp": "2026-09-21T14:13:20.000000Z",
         }
     ]
-    assert store.load_instances()[0]["id"] == instance.id
+    assert store.instances.load()[0]["id"] == instance.id
     assert instance.command == ["agent"]
 
 
@@ -98,7 +72,7 @@ def test_create_rejects_bad_input_without_writing(registry, hub, store, kwargs):
     events = Recorder(hub)
     with pytest.raises(InvalidInstance):
         registry.create(**kwargs)
-    assert store.load_instances() == [] and events.frames == []
+    assert store.instances.load() == [] and events.frames == []
 
 
 def test_ports_are_allocated_from_the_range(registry):
@@ -143,7 +117,7 @@ def test_archive_unarchive_delete_publish(registry, hub, store):
         "instance_archived",
         "instance_deleted",
     ]
-    assert store.load_instances() == []
+    assert store.instances.load() == []
     with pytest.raises(UnknownInstance):
         registry.get("a")
 

@@ -6,7 +6,9 @@ import sqlite3
 
 import pytest
 
-from cpstream.store import MIGRATIONS, Conflict, Store
+from cpstream.domain.schema import MIGRATIONS
+from cpstream.domain.store import Store
+from cpstream.domain.tables import DuplicateKey as Conflict
 
 
 def record(name: str, port: int, archived_at: str | None = None, **extra: object) -> dict:
@@ -39,10 +41,10 @@ def test_open_creates_schema_in_wal_mode(tmp_path):
 def test_reopen_keeps_rows_and_does_not_migrate_again(tmp_path):
     """Reopening an existing file keeps its rows and its version."""
     store = Store.open(tmp_path / "cp.db")
-    store.insert_instance(record("a", 18801))
+    store.instances.insert(record("a", 18801))
     store.close()
     again = Store.open(tmp_path / "cp.db")
-    assert [r["name"] for r in again.load_instances()] == ["a"]
+    assert [r["name"] for r in again.instances.load()] == ["a"]
     assert again.schema_version == len(MIGRATIONS)
     again.close()
 
@@ -50,40 +52,40 @@ def test_reopen_keeps_rows_and_does_not_migrate_again(tmp_path):
 def test_active_name_is_unique(tmp_path):
     """Two active instances cannot share a name."""
     store = Store.open(tmp_path / "cp.db")
-    store.insert_instance(record("a", 18801))
+    store.instances.insert(record("a", 18801))
     with pytest.raises(Conflict, match="name"):
-        store.insert_instance(record("a", 18802))
+        store.instances.insert(record("a", 18802))
 
 
 def test_active_port_is_unique(tmp_path):
     """Two active instances cannot share a port."""
     store = Store.open(tmp_path / "cp.db")
-    store.insert_instance(record("a", 18801))
+    store.instances.insert(record("a", 18801))
     with pytest.raises(Conflict, match="port"):
-        store.insert_instance(record("b", 18801))
+        store.instances.insert(record("b", 18801))
 
 
 def test_archived_rows_do_not_hold_names_or_ports(tmp_path):
     """An archived instance frees its name and port for a new active one."""
     store = Store.open(tmp_path / "cp.db")
-    store.insert_instance(record("a", 18801, archived_at="2026-01-01T00:00:01.000000Z"))
-    store.insert_instance(record("a", 18801))
-    assert len(store.load_instances()) == 2
+    store.instances.insert(record("a", 18801, archived_at="2026-01-01T00:00:01.000000Z"))
+    store.instances.insert(record("a", 18801))
+    assert len(store.instances.load()) == 2
 
 
 def test_unarchive_into_a_taken_name_is_refused(tmp_path):
     """Clearing archived_at on a row whose name is active again is a conflict."""
     store = Store.open(tmp_path / "cp.db")
     old = record("a", 18801, archived_at="2026-01-01T00:00:01.000000Z")
-    store.insert_instance(old)
-    store.insert_instance(record("a", 18802))
+    store.instances.insert(old)
+    store.instances.insert(record("a", 18802))
     with pytest.raises(Conflict, match="name"):
-        store.update_instance(old["id"], archived_at=None)
+        store.instances.update(old["id"], archived_at=None)
 
 
 def test_constraints_hold_for_raw_sql(tmp_path):
     """The uniqueness rules live in the database, not only in Python."""
-    Store.open(tmp_path / "cp.db").insert_instance(record("a", 18801))
+    Store.open(tmp_path / "cp.db").instances.insert(record("a", 18801))
     raw = sqlite3.connect(tmp_path / "cp.db")
     with pytest.raises(sqlite3.IntegrityError):
         raw.execute(
@@ -97,6 +99,6 @@ def test_failed_transaction_leaves_no_rows(tmp_path):
     store = Store.open(tmp_path / "cp.db")
     with pytest.raises(Conflict):
         with store.transaction():
-            store.insert_instance(record("a", 18801))
-            store.insert_instance(record("a", 18802))
-    assert store.load_instances() == []
+            store.instances.insert(record("a", 18801))
+            store.instances.insert(record("a", 18802))
+    assert store.instances.load() == []

@@ -12,24 +12,19 @@ import json
 import pytest
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.internet.address import IPv4Address
-from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.test import iosim
 
-from cpstream.hub import Hub
-from cpstream.logfiles import LogFiles
-from cpstream.logtail import LogTails
-from cpstream.registry import Registry
-from cpstream.store import Store
-from cpstream.streams import (
+from cpstream.streams.connections import Streams
+from cpstream.streams.hubstreams import (
+    InstancesFactory,
     InstancesProtocol,
-    LogsProtocol,
-    StreamFactory,
-    Streams,
-    StreamSettings,
-    prepare_frame,
+    MessagesFactory,
+    MessagesProtocol,
 )
-
-NO_TIMERS = StreamSettings(open_handshake_timeout=0, close_handshake_timeout=0)
+from cpstream.streams.logstream import LogsFactory, LogsProtocol
+from cpstream.streams.settings import StreamSettings
+from tests.support import World
 
 
 class Client(WebSocketClientProtocol):
@@ -44,27 +39,19 @@ class Client(WebSocketClientProtocol):
         self.close = (self.remoteCloseCode, self.remoteCloseReason)
 
 
-class World:
+class Wire(World):
+    """The shared world, with stream protocols connected over iosim pumps."""
+
     def __init__(self, tmp_path) -> None:
-        self.clock = Clock()
-        self.clock.advance(1_790_000_000)
-        self.store = Store.open(tmp_path / "cp.db")
-        self.hub = Hub(self.clock, prepare=prepare_frame)
-        self.registry = Registry(self.store, self.hub, self.clock, ["agent"])
-        self.logs = LogFiles(tmp_path)
-        self.tails = LogTails(self.clock)
-        self.streams = Streams(self.clock, idle_timeout=90, settings=NO_TIMERS)
+        super().__init__(tmp_path)
         self.pumps = []
 
     def factory(self, protocol):
-        return StreamFactory(
-            protocol,
-            self.streams,
-            registry=self.registry,
-            hub=self.hub,
-            logs=self.logs,
-            tails=self.tails,
-        )
+        if protocol is InstancesProtocol:
+            return InstancesFactory(self.streams, self.hub, self.registry)
+        if protocol is MessagesProtocol:
+            return MessagesFactory(self.streams, self.messages_hub, self.messaging)
+        return LogsFactory(self.streams, self.registry, self.logs, self.tails)
 
     def connect(self, protocol, path):
         server = self.factory(protocol).buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
@@ -99,7 +86,9 @@ class World:
 
 @pytest.fixture
 def world(tmp_path):
-    return World(tmp_path)
+    made = Wire(tmp_path)
+    yield made
+    made.close()
 
 
 def test_idle_connection_is_closed_after_the_timeout(world):
@@ -224,3 +213,20 @@ def test_uncompressed_subscribers_are_written_the_shared_frame_bytes(world):
     world.advance(0.1)
     assert len(written) == 2 and written[0] is written[1]
     assert all(s.websocket_extensions_in_use == [] for s in servers)
+
+
+def test_autobahn_handshake_timeouts_run_on_the_injected_clock(tmp_path):
+    """A client that never finishes its opening handshake is dropped after 5 s of the
+    Clock: Autobahn's own timers run on the injected reactor, not txaio's global loop."""
+    world = Wire(tmp_path)
+    world.streams = Streams(world.clock, settings=StreamSettings(open_handshake_timeout=5.0))
+    server = world.factory(InstancesProtocol).buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
+    transport = StringTransport()
+    transport.registerProducer(server, True)  # as Twisted Web's channel is, under the resource
+    server.makeConnection(transport)
+    server.dataReceived(b"GET /ws/instances HTTP/1.1\r\nHost: 127.0.0.1:18800\r\n")
+    world.clock.advance(4.9)
+    assert not transport.disconnecting
+    world.clock.advance(0.2)
+    assert transport.disconnecting or transport.disconnected
+    world.close()

@@ -300,7 +300,7 @@ async def test_ws_instances_lagged_resnapshot(cp, reactor):
             published += 1
         await sleep(0)
     assert server._subscription.lagged, "the stuck client never lagged"
-    assert server.paused and len(server._subscription.queue.pending) == 0
+    assert server.paused and server._subscription.queued == 0
     last = registry.snapshot(False)["seq"]
     stuck.transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
     stuck.transport.resumeProducing()

@@ -2,80 +2,36 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
 import pytest
 import pytest_twisted
 from twisted.internet import defer
-from twisted.internet.task import Clock
 
-from cpstream.hub import Hub
-from cpstream.logfiles import LogFiles
-from cpstream.registry import IllegalTransition, Registry
-from cpstream.store import Store
-from cpstream.supervisor import Supervisor
-from tests.support import SLEEPER, ClockedReactor, sleep, wait_for
+from cpstream.domain.instances import IllegalTransition
+from cpstream.domain.registry import Registry
+from cpstream.domain.store import Store
+from tests.support import SLEEPER, World, sleep, wait_for
 
 CRASHER = [sys.executable, "-c", "import sys; sys.exit(3)"]
 STUBBORN = ["sh", "-c", "trap '' TERM; echo stubborn; sleep 60 & wait"]
 FORKER = ["sh", "-c", "sleep 61 & sleep 62 & echo forked; wait"]
 
 
-class Setup:
-    """A store, hub, registry and supervisor on a Clock, recording published frames."""
+class Setup(World):
+    """The shared world with real SLEEPER children and a started supervisor."""
 
     def __init__(self, tmp_path, probe=None, grace: float = 5.0) -> None:
-        self.tmp_path = tmp_path
-        self.clock = Clock()
-        self.clock.advance(1_790_000_000)
-        self.reactor = ClockedReactor(self.clock)
-        self.store = Store.open(tmp_path / "cp.db")
-        self.hub = Hub(self.clock)
-        self.events: list[dict] = []
-        self._subscription = self.hub.subscribe(lambda event: True)
-        self._take()
-        self.logs = LogFiles(tmp_path)
-        self.probe = probe or (lambda port: defer.succeed(True))
-        self.grace = grace
-        self.supervisors: list[Supervisor] = []
-        self.registry = self.new_registry()
-        self.supervisor = self.new_supervisor(self.registry)
+        super().__init__(tmp_path, command=SLEEPER, probe=probe, grace=grace)
+        self.supervisor = self.new_supervisor()
 
-    def _take(self) -> None:
-        self._subscription.queue.get().addCallback(self._got)
-
-    def _got(self, frame: bytes) -> None:
-        self.events.append(json.loads(frame))
-        self._take()
-
-    def new_registry(self) -> Registry:
-        return Registry(self.store, self.hub, self.clock, SLEEPER)
-
-    def new_supervisor(self, registry: Registry) -> Supervisor:
-        supervisor = Supervisor(
-            self.reactor, registry, self.logs, lambda port: self.probe(port), grace=self.grace
-        )
-        supervisor.startService()
-        self.supervisors.append(supervisor)
-        return supervisor
-
-    def statuses(self, name: str) -> list[str]:
-        return [
-            e["status"] for e in self.events if e["type"] == "status_changed" and e["name"] == name
-        ]
+    @property
+    def events(self) -> list[dict]:
+        return self.instance_frames.frames
 
     def kill_all(self) -> None:
-        for instance in self.registry.all(include_archived=True):
-            if instance.pid:
-                try:
-                    os.killpg(instance.pid, 9)
-                except OSError:
-                    pass
-        for supervisor in self.supervisors:
-            if supervisor.running:
-                supervisor.stopService()
+        self.close()
 
 
 @pytest.fixture

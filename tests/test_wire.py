@@ -9,7 +9,7 @@ from twisted.internet import defer, protocol
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
-from cpstream import wire
+from cpstream.streams import wire
 from tests.support import wait_for
 
 
@@ -127,4 +127,35 @@ async def test_a_closing_transport_is_not_written_directly(reactor):
     transport.loseConnection()
     assert not wire.idle(transport)
     wire.send(transport, b"late")
+    client.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_twisted_still_has_what_the_fast_path_reads(reactor):
+    """A real tcp.Server has every attribute wire relies on (fails loudly on a Twisted
+    that renamed one, instead of silently losing the fast path)."""
+    transport, client = await connected_pair(reactor)
+    missing = [name for name in wire.RELIED_ON if not hasattr(transport, name)]
+    assert missing == [], f"twisted.internet.tcp.Server no longer has {missing}"
+    assert wire.fast_path(transport)
+    transport.loseConnection()
+    client.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_transport_without_them_gets_plain_writes(reactor, monkeypatch):
+    """If an attribute is gone (a future Twisted), frames go through transport.write."""
+    monkeypatch.setattr(wire, "RELIED_ON", (*wire.RELIED_ON, "_renamed_in_a_new_twisted"))
+    monkeypatch.setattr(wire, "_usable", {})
+    transport, client = await connected_pair(reactor)
+    assert not wire.fast_path(transport) and not wire.idle(transport)
+    written: list[bytes] = []
+    write = transport.write
+    monkeypatch.setattr(transport, "write", lambda data: (written.append(data), write(data)))
+    wire.send(transport, b"frame-1")
+    assert written == [b"frame-1"]
+    sink: list[bytes] = []
+    await wait_for(lambda: received(client, sink, 7))
+    assert b"".join(sink) == b"frame-1"
+    transport.loseConnection()
     client.close()

@@ -7,7 +7,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer
 
-from cpstream.streams import CAP_LOG_EVERY
+from cpstream.streams.connections import CAP_LOG_EVERY
 from tests.hardening import raw
 from tests.hardening.report import record
 from tests.support import global_reactor, post_json, sleep

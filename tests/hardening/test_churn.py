@@ -112,7 +112,7 @@ async def test_churn_leaves_no_timer_or_subscription(cp):
     await wait_for(lambda: not cp.service.streams.connections, timeout=10)
     await sleep(0.5)
     left = _timers() - timers_before
-    hubs = (cp.registry._hub, cp.service.workers[0]._hub)
+    hubs = tuple(cp.service.hubs.values())
     assert [hub.subscribers for hub in hubs] == [0, 0]
     assert _tails(cp).watching == 0
     assert not left, left

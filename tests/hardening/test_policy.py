@@ -11,8 +11,8 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.web.resource import Resource
 
-from cpstream.guard import Guard
-from cpstream.web import ControlPlaneSite
+from cpstream.web.guard import Guard
+from cpstream.web.site import ControlPlaneSite
 from tests.hardening import raw
 from tests.hardening.report import record
 from tests.support import get_json, global_reactor, post_json, sleep

@@ -14,7 +14,7 @@ import pytest_twisted
 from twisted.internet import defer
 from twisted.internet.task import LoopingCall
 
-from cpstream.streams import SEND_BUFFER
+from cpstream.streams.settings import SEND_BUFFER
 from tests.hardening import raw
 from tests.hardening.conftest import Sampler
 from tests.hardening.report import SOAK, percentile, record, size

@@ -9,7 +9,7 @@ import treq
 from twisted.internet import defer
 from twisted.internet.task import LoopingCall
 
-from cpstream.deadline import BODY_DEADLINE, HEADERS_DEADLINE
+from cpstream.web.deadline import BODY_DEADLINE, HEADERS_DEADLINE
 from tests.hardening import raw
 from tests.hardening.conftest import open_fds
 from tests.hardening.report import percentile, record, size

@@ -9,7 +9,7 @@ import {
   Mode,
   backoffDelay,
   overallMode,
-} from "../../cpstream/web/js/live.js";
+} from "../../cpstream/web/static/js/live.js";
 
 const fixed = (value) => () => value;
 

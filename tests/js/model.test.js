@@ -14,7 +14,7 @@ import {
   sortedInstances,
   splitCommand,
   uptime,
-} from "../../cpstream/web/js/model.js";
+} from "../../cpstream/web/static/js/model.js";
 
 const T0 = "2026-01-01T00:00:00.000000Z";
 const base = {

@@ -4,8 +4,8 @@
 import assert from "node:assert/strict";
 import { beforeEach, test } from "node:test";
 
-import { Mode } from "../../cpstream/web/js/live.js";
-import { LiveStream, Poller } from "../../cpstream/web/js/stream.js";
+import { Mode } from "../../cpstream/web/static/js/live.js";
+import { LiveStream, Poller } from "../../cpstream/web/static/js/stream.js";
 import { FakeClock, fakeSocketClass, flush } from "./fakes.js";
 
 let clock;

@@ -1,7 +1,7 @@
 """The resource tree and the HTTP site: ``/api/`` (Klein), ``/ws/`` (streams), ``/`` (UI).
 
 The tree is built by hand so that every path has exactly one owner, and the
-site applies the request policy of :mod:`cpstream.guard` to every request
+site applies the request policy of :mod:`cpstream.web.guard` to every request
 before any resource sees it.
 """
 
@@ -13,30 +13,12 @@ from typing import Any
 from twisted.web.resource import IResource, Resource
 from twisted.web.static import File
 
-from cpstream.deadline import DeadlineSite
-from cpstream.guard import MUTATING, Guard, LimitedRequest, Refusal, refusal_body
+from cpstream.web.deadline import DeadlineSite
+from cpstream.web.errors import HTTPError, JSONError
+from cpstream.web.guard import MUTATING, Guard, LimitedRequest
 
-WEB_DIR = Path(__file__).parent / "web"
+STATIC_DIR = Path(__file__).parent / "static"
 SERVER_NAME = b"cpstream"
-
-
-class JSONError(Resource):
-    """Answers any request with one JSON error."""
-
-    isLeaf = True
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__()
-        self._status = status
-        self._message = message
-
-    def render(self, request: Any) -> bytes:
-        request.setResponseCode(self._status)
-        request.setHeader(b"content-type", b"application/json")
-        request.setHeader(b"cache-control", b"no-store")
-        if self._status == 405:
-            request.setHeader(b"allow", b"GET, HEAD, POST, DELETE")
-        return refusal_body(self._status, self._message)
 
 
 class ControlPlaneSite(DeadlineSite):
@@ -44,10 +26,10 @@ class ControlPlaneSite(DeadlineSite):
 
     requestFactory = LimitedRequest
 
-    def __init__(self, root: IResource, guard: Guard, **kwargs: Any) -> None:
+    def __init__(self, root: IResource, guard: Guard, reactor: Any, **kwargs: Any) -> None:
         # Bodies are JSON only: a form is refused (415), never parsed (1 MiB of multipart
         # parts, which any web page can post here, held the reactor for ~0.4 s).
-        super().__init__(root, parsePOSTFormSubmission=False, **kwargs)
+        super().__init__(root, parsePOSTFormSubmission=False, reactor=reactor, **kwargs)
         self._guard = guard
 
     def getResourceFor(self, request: Any) -> IResource:  # noqa: N802 (Twisted API)
@@ -55,7 +37,7 @@ class ControlPlaneSite(DeadlineSite):
         request.setHeader(b"cache-control", b"no-cache")  # UI files revalidate after upgrades
         try:
             self._guard.check(request)
-        except Refusal as refusal:
+        except HTTPError as refusal:
             return JSONError(refusal.status, refusal.message)
         return super().getResourceFor(request)
 
@@ -67,7 +49,7 @@ class ControlPlaneSite(DeadlineSite):
 
 def build_root(api: IResource, streams: IResource | None = None) -> Resource:
     """``/`` serves the UI files, ``/api/`` the REST API, ``/ws/`` the streams."""
-    root = File(str(WEB_DIR))
+    root = File(str(STATIC_DIR))
     root.indexNames = ["index.html"]
     root.putChild(b"api", api)
     root.putChild(b"ws", streams if streams is not None else JSONError(404, "no such stream"))

@@ -10,25 +10,17 @@ read.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from typing import Any
 
 from twisted.web.server import Request
 
+from cpstream.web.errors import HTTPError, raw_response
+
 MAX_BODY = 1024 * 1024
 MUTATING = frozenset({b"POST", b"PUT", b"PATCH", b"DELETE"})
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "[::1]"})
 SAFE_FETCH_SITES = frozenset({b"same-origin", b"none"})
-
-
-class Refusal(Exception):
-    """A request the policy refuses, with its HTTP status."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 def _split_host(value: str) -> tuple[str, int | None]:
@@ -63,30 +55,30 @@ class Guard:
         self._allowed_origins = {o.strip().lower().rstrip("/") for o in allowed_origins}
 
     def check(self, request: Any) -> None:
-        """Raise :class:`Refusal` unless ``request`` may proceed."""
+        """Raise :class:`HTTPError` unless ``request`` may proceed."""
         host = self._host(request)
         if not all(_is_utf8(segment) for segment in request.postpath):
-            raise Refusal(400, "the URL path must be UTF-8")
+            raise HTTPError(400, "the URL path must be UTF-8")
         if request.method == b"OPTIONS":
-            raise Refusal(405, "OPTIONS is not supported (no cross-origin access)")
+            raise HTTPError(405, "OPTIONS is not supported (no cross-origin access)")
         upgrade = (request.getHeader(b"upgrade") or b"").lower() == b"websocket"
         if upgrade or request.method in MUTATING:
             self._check_origin(request, host)
         if request.method in MUTATING:
             site = request.requestHeaders.getRawHeaders(b"sec-fetch-site") or []
             if any(value.strip().lower() not in SAFE_FETCH_SITES for value in site):
-                raise Refusal(403, "cross-site requests may not change anything")
+                raise HTTPError(403, "cross-site requests may not change anything")
             self._check_content_type(request)
 
     def _host(self, request: Any) -> str:
         values = request.requestHeaders.getRawHeaders(b"host") or []
         if len(values) != 1 or not values[0].strip():
-            raise Refusal(400, "exactly one Host header is required")
+            raise HTTPError(400, "exactly one Host header is required")
         raw = values[0].decode("latin-1")
         try:
             name, port = _split_host(raw)
         except ValueError:
-            raise Refusal(400, "malformed Host header") from None
+            raise HTTPError(400, "malformed Host header") from None
         local = request.getHost()
         local_port = getattr(local, "port", None)
         if port is None:
@@ -98,7 +90,7 @@ class Guard:
         if local_name:
             names.add(f"[{local_name}]" if ":" in local_name else local_name)
         if name not in names or port != local_port:
-            raise Refusal(403, "this Host is not served here")
+            raise HTTPError(403, "this Host is not served here")
         return raw.strip().lower()
 
     def _check_origin(self, request: Any, host: str) -> None:
@@ -107,13 +99,13 @@ class Guard:
             headers.getRawHeaders(b"sec-websocket-origin") or []
         )
         if len(origins) > 1:
-            raise Refusal(403, "more than one Origin header")
+            raise HTTPError(403, "more than one Origin header")
         if not origins:
             return  # curl, scripts: not a browser, so no cross-origin page behind it
         origin = origins[0].decode("latin-1").strip().lower().rstrip("/")
         if origin == f"http://{host}" or origin in self._allowed_origins:
             return
-        raise Refusal(403, "cross-origin requests are not allowed")
+        raise HTTPError(403, "cross-origin requests are not allowed")
 
     def _check_content_type(self, request: Any) -> None:
         declared = request.getHeader(b"content-type")
@@ -125,24 +117,7 @@ class Guard:
             return
         media = (declared or b"").split(b";")[0].strip().lower()
         if media != b"application/json":
-            raise Refusal(415, "request bodies must be application/json")
-
-
-def refusal_body(status: int, message: str) -> bytes:
-    return json.dumps({"error": message}).encode("utf-8")
-
-
-def raw_response(status: int, reason: bytes, message: str) -> bytes:
-    """A whole JSON error response that closes the connection, for answers written
-    to the transport directly (no ``Request`` is, or can be, answered normally)."""
-    body = refusal_body(status, message)
-    head = (
-        b"HTTP/1.1 %d %s\r\n"
-        b"Content-Type: application/json\r\n"
-        b"Content-Length: %d\r\n"
-        b"Connection: close\r\n\r\n" % (status, reason, len(body))
-    )
-    return head + body
+            raise HTTPError(415, "request bodies must be application/json")
 
 
 class _Discard:
@@ -193,5 +168,5 @@ class LimitedRequest(Request):
         if old is not None:
             old.close()
         message = f"request body over {MAX_BODY} bytes"
-        self.channel.transport.write(raw_response(413, b"Payload Too Large", message))
+        self.channel.transport.write(raw_response(413, message))
         self.channel.loseConnection()

@@ -8,104 +8,27 @@ served from memory.
 
 from __future__ import annotations
 
-import re
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 
-from cpstream.events import instance_event, isotime
-from cpstream.hub import Hub
-from cpstream.store import Conflict, Store
-
-NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9-]{0,63}$")
-PORT_RANGE = range(1024, 65536)
-AUTO_PORTS = range(18801, 19000)
-STATUSES = ("stopped", "starting", "running", "unhealthy", "stopping", "crashed", "crash_loop")
-LIVE = frozenset({"starting", "running", "unhealthy", "stopping"})
-
-
-class InvalidInstance(ValueError):
-    """A create or clone request that cannot be satisfied as given."""
-
-
-class UnknownInstance(LookupError):
-    """No instance by that name."""
-
-
-class IllegalTransition(Exception):
-    """The instance is not in a state that allows the operation (HTTP 409)."""
-
-
-@dataclass
-class Instance:
-    """One agent instance as the control plane sees it."""
-
-    id: str
-    name: str
-    port: int
-    command: list[str]
-    env: dict[str, str]
-    health: str
-    restart: str
-    status: str
-    pid: int | None
-    created_at: str
-    started_at: str | None = None
-    archived_at: str | None = None
-
-    @property
-    def archived(self) -> bool:
-        return self.archived_at is not None
-
-    @property
-    def shown_status(self) -> str:
-        return "archived" if self.archived else self.status
-
-    def to_api(self) -> dict[str, Any]:
-        """The REST shape of an instance."""
-        return {
-            "id": self.id,
-            "name": self.name,
-            "port": self.port,
-            "status": self.shown_status,
-            "pid": self.pid,
-            "command": self.command,
-            "health": self.health,
-            "restart": self.restart,
-            "created_at": self.created_at,
-            "started_at": self.started_at,
-            "archived_at": self.archived_at,
-        }
-
-    def to_stream(self) -> dict[str, Any]:
-        """The shape of an instance inside a ``/ws/instances`` snapshot."""
-        return {
-            "id": self.id,
-            "name": self.name,
-            "status": self.shown_status,
-            "port": self.port,
-            "pid": self.pid,
-            "started_at": self.started_at,
-            "archived_at": self.archived_at,
-        }
-
-    def to_record(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "name": self.name,
-            "port": self.port,
-            "command": self.command,
-            "env": self.env,
-            "health": self.health,
-            "restart": self.restart,
-            "status": self.status,
-            "pid": self.pid,
-            "created_at": self.created_at,
-            "started_at": self.started_at,
-            "archived_at": self.archived_at,
-        }
+from cpstream.domain import frames
+from cpstream.domain.errors import Conflict
+from cpstream.domain.frames import isotime
+from cpstream.domain.hub import Hub
+from cpstream.domain.instances import (
+    AUTO_PORTS,
+    LIVE,
+    STATUSES,
+    IllegalTransition,
+    Instance,
+    UnknownInstance,
+    check_name,
+    check_spec,
+)
+from cpstream.domain.store import Store
+from cpstream.domain.tables import DuplicateKey
 
 
 class Registry:
@@ -114,13 +37,11 @@ class Registry:
     def __init__(
         self, store: Store, hub: Hub, clock: IReactorTime, default_command: list[str]
     ) -> None:
-        self._store = store
+        self._rows = store.instances
         self._hub = hub
         self._clock = clock
         self._default_command = default_command
-        self._by_id: dict[str, Instance] = {
-            row["id"]: Instance(**row) for row in store.load_instances()
-        }
+        self._by_id: dict[str, Instance] = {row["id"]: Instance(**row) for row in self._rows.load()}
 
     def _now(self) -> str:
         return isotime(self._clock.seconds())
@@ -168,12 +89,9 @@ class Registry:
 
     def snapshot(self, include_archived: bool) -> dict[str, Any]:
         """A ``/ws/instances`` snapshot frame, current to the hub's ``seq``."""
-        return {
-            "type": "snapshot",
-            "instances": [i.to_stream() for i in self.all(include_archived)],
-            "include_archived": include_archived,
-            "seq": self._hub.seq,
-        }
+        return frames.instances_snapshot(
+            self.all(include_archived), include_archived, self._hub.seq
+        )
 
     # -- changes -----------------------------------------------------------
 
@@ -187,29 +105,14 @@ class Registry:
         restart: str = "on-failure",
     ) -> Instance:
         """Create a stopped instance and publish ``instance_created``."""
-        _check_name(name)
+        check_name(name)
         if self.find(name) is not None:
-            raise Conflict("name")
+            raise _taken("name", name)
         if port is None:
             port = self._free_port()
-        elif not isinstance(port, int) or isinstance(port, bool) or port not in PORT_RANGE:
-            raise InvalidInstance(f"port must be an integer from {PORT_RANGE[0]} to 65535")
         command = self._default_command if command is None else command
-        if (
-            not isinstance(command, list)
-            or not command
-            or not all(isinstance(a, str) and a for a in command)
-        ):
-            raise InvalidInstance("command must be a non-empty list of non-empty strings")
         env = {} if env is None else env
-        if not isinstance(env, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in env.items()
-        ):
-            raise InvalidInstance("env must map strings to strings")
-        if health not in ("http", "process"):
-            raise InvalidInstance("health must be 'http' or 'process'")
-        if restart not in ("on-failure", "never"):
-            raise InvalidInstance("restart must be 'on-failure' or 'never'")
+        check_spec(port, command, env, health, restart)
         instance = Instance(
             id=str(uuid.uuid4()),
             name=name,
@@ -222,13 +125,12 @@ class Registry:
             pid=None,
             created_at=self._now(),
         )
-        self._store.insert_instance(instance.to_record())
+        try:
+            self._rows.insert(instance.to_record())
+        except DuplicateKey as e:
+            raise _taken(e.field, getattr(instance, e.field)) from None
         self._by_id[instance.id] = instance
-        self._hub.publish(
-            instance_event(
-                "instance_created", name, id=instance.id, port=port, status=instance.status
-            )
-        )
+        self._hub.publish(frames.instance_created(instance))
         return instance
 
     def clone(self, source: Instance, name: str, port: int | None = None) -> Instance:
@@ -257,18 +159,9 @@ class Registry:
             started_at = instance.started_at
         if (status, pid, started_at) == (instance.status, instance.pid, instance.started_at):
             return
-        self._store.update_instance(instance.id, status=status, pid=pid, started_at=started_at)
+        self._rows.update(instance.id, status=status, pid=pid, started_at=started_at)
         instance.status, instance.pid, instance.started_at = status, pid, started_at
-        self._hub.publish(
-            instance_event(
-                "status_changed",
-                instance.name,
-                id=instance.id,
-                status=status,
-                pid=pid,
-                started_at=started_at,
-            )
-        )
+        self._hub.publish(frames.status_changed(instance))
 
     def archive(self, instance: Instance) -> None:
         """Hide a stopped instance from the active set and publish ``instance_archived``."""
@@ -277,25 +170,20 @@ class Registry:
         if instance.status in LIVE:
             raise IllegalTransition(f"Instance '{instance.name}' is {instance.status}")
         now = self._now()
-        self._store.update_instance(instance.id, archived_at=now)
+        self._rows.update(instance.id, archived_at=now)
         instance.archived_at = now
-        self._hub.publish(instance_event("instance_archived", instance.name, id=instance.id))
+        self._hub.publish(frames.instance_archived(instance))
 
     def unarchive(self, instance: Instance) -> None:
         """Bring an archived instance back; :class:`Conflict` if its name or port is taken."""
         if not instance.archived:
             raise IllegalTransition(f"Instance '{instance.name}' is not archived")
-        self._store.update_instance(instance.id, archived_at=None, status="stopped", pid=None)
+        try:
+            self._rows.update(instance.id, archived_at=None, status="stopped", pid=None)
+        except DuplicateKey as e:
+            raise _taken(e.field, getattr(instance, e.field)) from None
         instance.archived_at, instance.status, instance.pid = None, "stopped", None
-        self._hub.publish(
-            instance_event(
-                "instance_unarchived",
-                instance.name,
-                id=instance.id,
-                port=instance.port,
-                status=instance.status,
-            )
-        )
+        self._hub.publish(frames.instance_unarchived(instance))
 
     def delete(self, instance: Instance) -> None:
         """Remove an archived instance for good and publish ``instance_deleted``."""
@@ -303,20 +191,17 @@ class Registry:
             raise IllegalTransition(
                 f"Instance '{instance.name}' must be archived before it is deleted"
             )
-        self._store.delete_instance(instance.id)
+        self._rows.delete(instance.id)
         del self._by_id[instance.id]
-        self._hub.publish(instance_event("instance_deleted", instance.name, id=instance.id))
+        self._hub.publish(frames.instance_deleted(instance))
 
     def _free_port(self) -> int:
         taken = {i.port for i in self.active()}
         for port in AUTO_PORTS:
             if port not in taken:
                 return port
-        raise Conflict("port")
+        raise Conflict(f"no free port left in {AUTO_PORTS[0]}-{AUTO_PORTS[-1]}")
 
 
-def _check_name(name: Any) -> None:
-    if not isinstance(name, str) or not NAME_RE.match(name):
-        raise InvalidInstance(
-            "name must be 1-64 letters, digits or '-', starting with a letter or digit"
-        )
+def _taken(field: str, value: Any) -> Conflict:
+    return Conflict(f"{field} {value!r} is already taken by an active instance")

@@ -21,7 +21,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.filepath import FilePath
 
-from cpstream.logfiles import MAX_LINE, decode_line, tail_of
+from cpstream.domain.logfiles import MAX_LINE, decode_line, tail_of
 
 POLL_INTERVAL = 0.5
 CHUNK = 256 * 1024

@@ -1,23 +1,28 @@
-"""Fan-out of one stream kind to its subscribers; no I/O.
+"""Fan-out of one stream kind to its subscribers.
 
 ``publish`` stamps a per-kind ``seq`` and a ``timestamp``, encodes the frame
 once and offers the same object to every subscription whose filter accepts the
-event. A subscription buffers at most ``size`` frames in a ``DeferredQueue``;
-the offer that would overflow it marks it lagged and empties it, so a stuck
+event. The hub does no I/O of its own: it hands frames to each subscriber's
+:meth:`Subscriber.write_frames`, which writes them. Arrows point one way: the
+hub offers frames and flushes subscriptions; a subscriber only pauses and
+resumes its subscription through methods.
+
+A subscription buffers at most ``size`` frames in a ``DeferredQueue``; the
+offer that would overflow it marks it lagged and empties it, so a stuck
 client costs a bounded amount of memory and is later resynchronised with a
-fresh snapshot instead of stale deltas.
+fresh snapshot instead of stale deltas. Only this module touches the queue.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 from twisted.internet.defer import DeferredQueue, QueueOverflow
 from twisted.internet.interfaces import IReactorTime
 
-from cpstream.events import isotime
+from cpstream.domain.frames import isotime
 
 Event = dict[str, Any]
 QUEUE_SIZE = 256
@@ -29,46 +34,82 @@ def encode(event: Event) -> bytes:
     return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-class Subscription:
-    """One subscriber's bounded queue of encoded frames.
+class Subscriber(Protocol):
+    """What a subscription hands its frames to."""
 
-    While the subscriber can write at once it sets ``deliver`` (one frame, used
-    when nothing is queued) and ``drain`` (everything queued); while it is
-    paused both are ``None`` and frames wait in the queue.
+    def write_frames(self, frames: Sequence[Any]) -> None:
+        """Write these prepared frames now, in order."""
+
+
+class Subscription:
+    """One subscriber's bounded queue of prepared frames.
+
+    While the subscription is not paused, a frame offered when nothing is
+    queued is handed to the subscriber at once; otherwise frames wait in the
+    queue until the hub flushes it or the subscriber resumes.
     """
 
-    def __init__(self, hub: Hub, accepts: Callable[[Event], bool], size: int) -> None:
+    def __init__(
+        self, hub: Hub, accepts: Callable[[Event], bool], subscriber: Subscriber, size: int
+    ) -> None:
         self._hub = hub
         self.accepts = accepts
-        self.queue: DeferredQueue = DeferredQueue(size=size)
+        self._subscriber = subscriber
+        self._queue: DeferredQueue = DeferredQueue(size=size)
         self.lagged = False
-        self.deliver: Callable[[Any], None] | None = None
-        self.drain: Callable[[], None] | None = None
+        self.paused = False
 
-    def hold(self, frame: Any) -> None:
-        """Queue a frame; the put that would overflow marks the subscription lagged."""
-        if self.lagged:
-            return
-        try:
-            self.queue.put(frame)
-        except QueueOverflow:
-            self.lagged = True
-            self.queue.pending.clear()
+    # -- the subscriber's side ------------------------------------------------
 
-    def flush(self) -> None:
-        """Send what is queued, if the subscriber can write now."""
-        if self.drain is not None and self.queue.pending:
-            self.drain()
+    def pause(self) -> None:
+        """The subscriber cannot write: queue frames until :meth:`resume`."""
+        self.paused = True
+
+    def resume(self) -> None:
+        """The subscriber can write again: hand over what is queued, then frames at once."""
+        self.paused = False
+        self.flush()
 
     def resynced(self) -> None:
         """The subscriber got a fresh snapshot: forget the lag and anything queued."""
         self.lagged = False
-        self.queue.pending.clear()
+        self._queue.pending.clear()
 
     def cancel(self) -> None:
         """Stop receiving frames."""
-        self._hub._subscriptions.pop(self, None)
-        self._hub._dirty.pop(self, None)
+        self._hub._forget(self)
+
+    @property
+    def queued(self) -> int:
+        """How many frames wait for the subscriber."""
+        return len(self._queue.pending)
+
+    # -- the hub's side ---------------------------------------------------------
+
+    def offer(self, frame: Any, at_once: bool) -> bool:
+        """Hand ``frame`` over now if allowed and possible, else queue it; True if queued."""
+        if at_once and not self.paused and not self._queue.pending:
+            self._subscriber.write_frames((frame,))
+            return False
+        self._hold(frame)
+        return True
+
+    def _hold(self, frame: Any) -> None:
+        """Queue a frame; the put that would overflow marks the subscription lagged."""
+        if self.lagged:
+            return
+        try:
+            self._queue.put(frame)
+        except QueueOverflow:
+            self.lagged = True
+            self._queue.pending.clear()
+
+    def flush(self) -> None:
+        """Hand everything queued to the subscriber in one call, if it can write now."""
+        if self.paused or not self._queue.pending:
+            return
+        frames, self._queue.pending = self._queue.pending, []
+        self._subscriber.write_frames(frames)
 
 
 class Hub:
@@ -98,7 +139,6 @@ class Hub:
         self._window = coalesce
         self._flush_call: Any = None
         self.seq = 0
-        self.timing: Callable[[], float] | None = None
 
     def publish(self, event: Event) -> Event:
         """Stamp, encode once and fan out one event; returns the stamped event.
@@ -110,18 +150,13 @@ class Hub:
         now = self._clock.seconds()
         stamp = fields.pop("timestamp", None) or isotime(now)
         event = {**fields, "seq": self.seq, "timestamp": stamp}
-        if self.timing is not None:
-            event["mono"] = self.timing()  # bench only: publish-to-read latency
         at_once = self._flush_call is None and now - self._last_send >= self._window
         frame = None
         for subscription in list(self._subscriptions):
             if subscription.accepts(event):
                 if frame is None:
                     frame = self._prepare(encode(event))
-                if at_once and subscription.deliver is not None and not subscription.queue.pending:
-                    subscription.deliver(frame)
-                else:
-                    subscription.hold(frame)
+                if subscription.offer(frame, at_once):
                     self._dirty[subscription] = None
         if frame is not None and at_once:
             self._sent(now)
@@ -147,11 +182,16 @@ class Hub:
         self._last_send = self._clock.seconds()
         self._window = max(self._coalesce, self._last_send - started)
 
-    def subscribe(self, accepts: Callable[[Event], bool]) -> Subscription:
-        """A new subscription; take the snapshot in the same reactor turn."""
-        subscription = Subscription(self, accepts, self._queue_size)
+    def subscribe(self, accepts: Callable[[Event], bool], subscriber: Subscriber) -> Subscription:
+        """A new subscription handing frames to ``subscriber``; take the snapshot in the
+        same reactor turn."""
+        subscription = Subscription(self, accepts, subscriber, self._queue_size)
         self._subscriptions[subscription] = None
         return subscription
+
+    def _forget(self, subscription: Subscription) -> None:
+        self._subscriptions.pop(subscription, None)
+        self._dirty.pop(subscription, None)
 
     @property
     def subscribers(self) -> int:

@@ -1,14 +1,14 @@
 """The REST API under ``/api/``: a Klein app whose routes are methods of one class.
 
-Every answer is JSON, errors included (``{"error": "..."}`` with the right
-status); unknown paths are a JSON 404, never an HTML page. Request policy
-(Host, Origin, content type, body size) is enforced before routing, by
-:mod:`cpstream.guard`.
+Every answer is JSON, errors included (``{"error": "..."}`` with the status
+:mod:`cpstream.web.errors` maps the failure to); unknown paths are a JSON 404,
+never an HTML page. Request policy (Host, Origin, content type, body size) is
+enforced before routing, by :mod:`cpstream.web.guard`; bodies are parsed by
+:mod:`cpstream.web.bodies`.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from klein import Klein
@@ -16,94 +16,22 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from twisted.web.static import File
-from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
+from werkzeug.exceptions import NotFound as NoRoute
 
-from cpstream.logfiles import LogFiles, read_page, read_tail
-from cpstream.messaging import MAX_WAIT, Messaging, Refused
-from cpstream.registry import (
-    IllegalTransition,
-    InvalidInstance,
-    Registry,
-    UnknownInstance,
-)
-from cpstream.store import Conflict
-from cpstream.supervisor import Supervisor
+from cpstream.domain.errors import DomainError, Invalid, NotFound
+from cpstream.domain.inbox import MAX_WAIT, Inbox
+from cpstream.domain.logfiles import LogFiles, read_page, read_tail
+from cpstream.domain.messaging import Messaging
+from cpstream.domain.registry import Registry
+from cpstream.domain.routing import RoutingRules
+from cpstream.domain.supervisor import Supervisor
+from cpstream.web import bodies
+from cpstream.web.bodies import int_arg, str_arg
+from cpstream.web.errors import HTTPError, error_response, json_response, status_of
+from cpstream.web.representations import instance_json, message_json
 
 MAX_LOG_LINES = 10_000
-CREATE_FIELDS = frozenset({"name", "port", "command", "env", "health", "restart"})
-CLONE_FIELDS = frozenset({"name", "port"})
-
-
-class APIError(Exception):
-    """An error answer: HTTP status and a message for the operator."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-def json_response(request: IRequest, body: Any, status: int = 200) -> bytes:
-    """Encode ``body`` as the JSON answer to ``request``."""
-    request.setResponseCode(status)
-    request.setHeader(b"content-type", b"application/json")
-    request.setHeader(b"cache-control", b"no-store")
-    return json.dumps(body).encode("utf-8")
-
-
-def _not_json(constant: str) -> Any:
-    raise ValueError(f"{constant} is not JSON")
-
-
-def json_body(request: IRequest, allowed: frozenset[str] | None = None) -> dict[str, Any]:
-    """The request's JSON object body (``{}`` when empty); 400 when malformed, nested
-    too deeply, holding NaN or Infinity, or a string that is not Unicode."""
-    raw = request.content.read() if request.content is not None else b""
-    if not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw, parse_constant=_not_json)
-    except RecursionError:
-        raise APIError(400, "malformed JSON: nested too deeply") from None
-    except (ValueError, UnicodeDecodeError) as e:
-        raise APIError(400, f"malformed JSON: {e}") from e
-    try:
-        json.dumps(body, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        raise APIError(400, "malformed JSON: a string holds a lone surrogate") from None
-    if not isinstance(body, dict):
-        raise APIError(400, "the body must be a JSON object")
-    if allowed is not None:
-        unknown = sorted(set(body) - allowed)
-        if unknown:
-            raise APIError(400, f"unknown field(s): {', '.join(unknown)}")
-    return body
-
-
-def int_arg(request: IRequest, name: str, default: int, low: int, high: int) -> int:
-    """An integer query argument within ``low``..``high``; 400 otherwise."""
-    values = request.args.get(name.encode())
-    if not values:
-        return default
-    try:
-        value = int(values[0])
-    except ValueError:
-        raise APIError(400, f"{name} must be an integer") from None
-    if not low <= value <= high:
-        raise APIError(400, f"{name} must be between {low} and {high}")
-    return value
-
-
-def str_arg(request: IRequest, name: str, default: str | None = None) -> str | None:
-    values = request.args.get(name.encode())
-    return values[0].decode("utf-8", "replace") if values else default
-
-
-def conflict_message(error: Conflict, body: dict[str, Any]) -> str:
-    what = str(error)
-    if what == "port" and "port" not in body:
-        return "no free port left in 18801-18999"
-    return f"{what} {body.get(what)!r} is already taken by an active instance"
 
 
 class ControlAPI:
@@ -113,52 +41,37 @@ class ControlAPI:
     _log = Logger()
 
     def __init__(
-        self, registry: Registry, supervisor: Supervisor, logs: LogFiles, messaging: Messaging
+        self,
+        registry: Registry,
+        supervisor: Supervisor,
+        logs: LogFiles,
+        rules: RoutingRules,
+        messaging: Messaging,
+        inbox: Inbox,
     ) -> None:
         self._registry = registry
         self._supervisor = supervisor
         self._logs = logs
+        self._rules = rules
         self._messaging = messaging
-
-    # -- errors ------------------------------------------------------------
-
-    @app.handle_errors(APIError)
-    def _api_error(self, request: IRequest, failure: Failure) -> bytes:
-        return json_response(request, {"error": failure.value.message}, failure.value.status)
-
-    @app.handle_errors(Refused)
-    def _refused(self, request: IRequest, failure: Failure) -> bytes:
-        return json_response(request, {"error": failure.value.message}, failure.value.status)
-
-    @app.handle_errors(UnknownInstance)
-    def _unknown(self, request: IRequest, failure: Failure) -> bytes:
-        return json_response(request, {"error": str(failure.value)}, 404)
-
-    @app.handle_errors(InvalidInstance)
-    def _invalid(self, request: IRequest, failure: Failure) -> bytes:
-        return json_response(request, {"error": str(failure.value)}, 400)
-
-    @app.handle_errors(IllegalTransition)
-    def _illegal(self, request: IRequest, failure: Failure) -> bytes:
-        return json_response(request, {"error": str(failure.value)}, 409)
-
-    @app.handle_errors(NotFound)
-    def _not_found(self, request: IRequest, failure: Failure) -> bytes:
-        return json_response(request, {"error": "no such API endpoint"}, 404)
-
-    @app.handle_errors(MethodNotAllowed)
-    def _not_allowed(self, request: IRequest, failure: Failure) -> bytes:
-        allowed = getattr(failure.value, "valid_methods", None) or []
-        request.setHeader(b"allow", ", ".join(allowed).encode())
-        return json_response(request, {"error": "method not allowed"}, 405)
+        self._inbox = inbox
 
     @app.handle_errors(Exception)
-    def _unexpected(self, request: IRequest, failure: Failure) -> Any:
-        """Anything else is a bug: logged with its traceback, answered as JSON, not HTML."""
-        if failure.check(HTTPException):
+    def _error(self, request: IRequest, failure: Failure) -> Any:
+        """Every failure as a JSON error; anything unexpected is a logged bug (500)."""
+        error = failure.value
+        if isinstance(error, DomainError | HTTPError):
+            return error_response(request, status_of(error), error.message)
+        if isinstance(error, NoRoute):
+            return error_response(request, 404, "no such API endpoint")
+        if isinstance(error, MethodNotAllowed):
+            allowed = getattr(error, "valid_methods", None) or []
+            request.setHeader(b"allow", ", ".join(allowed).encode())
+            return json_response(request, {"error": "method not allowed"}, 405)
+        if isinstance(error, HTTPException):
             return failure  # werkzeug's own answers (a redirect, say) stand
         self._log.failure("{method} {uri} failed", failure, method=request.method, uri=request.uri)
-        return json_response(request, {"error": "internal error"}, 500)
+        return error_response(request, 500, "internal error")
 
     # -- instances -----------------------------------------------------------
 
@@ -170,23 +83,17 @@ class ControlAPI:
     @app.route("/instances", methods=["GET"])
     def list_instances(self, request: IRequest) -> bytes:
         include = str_arg(request, "include_archived", "false") in ("true", "1", "yes")
-        body = [i.to_api() for i in self._registry.all(include_archived=include)]
+        body = [instance_json(i) for i in self._registry.all(include_archived=include)]
         return json_response(request, body)
 
     @app.route("/instances", methods=["POST"])
     def create_instance(self, request: IRequest) -> bytes:
-        body = json_body(request, CREATE_FIELDS)
-        if "name" not in body:
-            raise APIError(400, "name is required")
-        try:
-            instance = self._registry.create(**body)
-        except Conflict as e:
-            raise APIError(409, conflict_message(e, body)) from None
-        return json_response(request, instance.to_api(), 201)
+        instance = self._registry.create(**bodies.create_request(request))
+        return json_response(request, instance_json(instance), 201)
 
     @app.route("/instances/<string:name>", methods=["GET"])
     def get_instance(self, request: IRequest, name: str) -> bytes:
-        return json_response(request, self._registry.get(name).to_api())
+        return json_response(request, instance_json(self._registry.get(name)))
 
     @app.route("/instances/<string:name>", methods=["DELETE"])
     def delete_instance(self, request: IRequest, name: str) -> bytes:
@@ -217,24 +124,15 @@ class ControlAPI:
     @app.route("/instances/<string:name>/unarchive", methods=["POST"])
     def unarchive(self, request: IRequest, name: str) -> bytes:
         instance = self._registry.get_archived(name)
-        try:
-            self._registry.unarchive(instance)
-        except Conflict as e:
-            taken = {"name": instance.name, "port": instance.port}
-            raise APIError(409, conflict_message(e, taken)) from None
+        self._registry.unarchive(instance)
         return self._lifecycle(request, instance)
 
     @app.route("/instances/<string:name>/clone", methods=["POST"])
     def clone(self, request: IRequest, name: str) -> bytes:
         source = self._registry.get(name)
-        body = json_body(request, CLONE_FIELDS)
-        if "name" not in body:
-            raise APIError(400, "name is required")
-        try:
-            instance = self._registry.clone(source, body["name"], body.get("port"))
-        except Conflict as e:
-            raise APIError(409, conflict_message(e, body)) from None
-        return json_response(request, instance.to_api(), 201)
+        fields = bodies.clone_request(request)
+        instance = self._registry.clone(source, fields["name"], fields["port"])
+        return json_response(request, instance_json(instance), 201)
 
     def _lifecycle(self, request: IRequest, instance: Any) -> bytes:
         return json_response(request, {"status": instance.shown_status, "name": instance.name})
@@ -261,7 +159,7 @@ class ControlAPI:
                 "lines": lines,
             }
         else:
-            raise APIError(400, "mode must be 'tail' or 'page'")
+            raise Invalid("mode must be 'tail' or 'page'")
         return json_response(request, body)
 
     @app.route("/instances/<string:name>/logs/download", methods=["GET"])
@@ -269,7 +167,7 @@ class ControlAPI:
         instance = self._registry.get(name)
         path = self._logs.path(instance.name)
         if not path.exists():
-            raise APIError(404, f"instance '{name}' has no log yet")
+            raise NotFound(f"instance '{name}' has no log yet")
         request.setHeader(
             b"content-disposition", f'attachment; filename="{instance.name}.log"'.encode()
         )
@@ -281,21 +179,21 @@ class ControlAPI:
 
     @app.route("/routing-rules", methods=["GET"])
     def list_rules(self, request: IRequest) -> bytes:
-        return json_response(request, self._messaging.rules())
+        return json_response(request, self._rules.all())
 
     @app.route("/routing-rules", methods=["POST"])
     def add_rule(self, request: IRequest) -> bytes:
-        return json_response(request, self._messaging.add_rule(json_body(request)), 201)
+        return json_response(request, self._rules.add(**bodies.rule_request(request)), 201)
 
     @app.route("/routing-rules/<string:rule_id>", methods=["DELETE"])
     def delete_rule(self, request: IRequest, rule_id: str) -> bytes:
-        self._messaging.delete_rule(rule_id)
+        self._rules.delete(rule_id)
         return json_response(request, {"id": rule_id, "status": "deleted"})
 
     @app.route("/messages", methods=["POST"])
     def send(self, request: IRequest) -> bytes:
-        status, body = self._messaging.send(json_body(request))
-        return json_response(request, body, status)
+        answer = self._messaging.send(**bodies.send_request(request))
+        return json_response(request, answer, 200 if answer.get("deduplicated") else 201)
 
     @app.route("/messages", methods=["GET"])
     def search(self, request: IRequest) -> bytes:
@@ -306,16 +204,17 @@ class ControlAPI:
             message_type=str_arg(request, "type"),
             limit=int_arg(request, "limit", 100, 1, 1000),
         )
-        return json_response(request, found)
+        return json_response(request, [message_json(m) for m in found])
 
     @app.route("/messages/dead_letter", methods=["GET"])
     def dead_letters(self, request: IRequest) -> bytes:
         limit = int_arg(request, "limit", 100, 1, 1000)
-        return json_response(request, self._messaging.search(status="dead_letter", limit=limit))
+        found = self._messaging.search(status="dead_letter", limit=limit)
+        return json_response(request, [message_json(m) for m in found])
 
     @app.route("/messages/<string:message_id>", methods=["GET"])
     def message(self, request: IRequest, message_id: str) -> bytes:
-        return json_response(request, self._messaging.get(message_id))
+        return json_response(request, message_json(self._messaging.get(message_id)))
 
     @app.route("/messages/<string:message_id>/acknowledge", methods=["POST"])
     def acknowledge(self, request: IRequest, message_id: str) -> bytes:
@@ -323,8 +222,8 @@ class ControlAPI:
 
     @app.route("/messages/<string:message_id>/fail", methods=["POST"])
     def fail(self, request: IRequest, message_id: str) -> bytes:
-        body = json_body(request, frozenset({"detail"}))
-        return json_response(request, self._messaging.fail(message_id, body.get("detail")))
+        detail = bodies.fail_request(request)
+        return json_response(request, self._messaging.fail(message_id, detail))
 
     @app.route("/messages/<string:message_id>/replay", methods=["POST"])
     def replay(self, request: IRequest, message_id: str) -> bytes:
@@ -335,19 +234,23 @@ class ControlAPI:
         """Long-poll: the next message for ``name``, or ``{"message": null}`` after ``wait`` s."""
         wait = int_arg(request, "wait", 0, 0, MAX_WAIT)
         self._registry.get(name, archived_fallback=False)
-        waiting = self._messaging.receive(name, wait)
-        return waiting.addCallback(lambda message: json_response(request, {"message": message}))
+        waiting = self._inbox.receive(name, wait)
+        return waiting.addCallback(
+            lambda message: json_response(
+                request, {"message": None if message is None else message_json(message)}
+            )
+        )
 
     @app.route("/instances/<string:name>/messages", methods=["GET"])
     def instance_messages(self, request: IRequest, name: str) -> bytes:
         instance = self._registry.get(name)
         direction = str_arg(request, "direction")
         if direction not in (None, "in", "out"):
-            raise APIError(400, "direction must be 'in' or 'out'")
+            raise Invalid("direction must be 'in' or 'out'")
         found = self._messaging.search(
             instance=instance.name,
             direction=direction,
             status=str_arg(request, "status"),
             limit=int_arg(request, "limit", 100, 1, 1000),
         )
-        return json_response(request, found)
+        return json_response(request, [message_json(m) for m in found])

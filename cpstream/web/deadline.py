@@ -19,8 +19,8 @@ from twisted.logger import Logger
 from twisted.web.http import HTTPChannel
 from twisted.web.server import Site
 
-from cpstream.guard import raw_response
-from cpstream.ratelimit import Every
+from cpstream.domain.ratelimit import Every
+from cpstream.web.errors import raw_response
 
 HEADERS_DEADLINE = 10.0
 BODY_DEADLINE = 30.0
@@ -79,7 +79,7 @@ class DeadlineChannel(HTTPChannel):
             return
         self.site.too_slow(what)
         message = f"request {what} not received within {seconds:g} s"
-        self.transport.write(raw_response(408, b"Request Timeout", message))
+        self.transport.write(raw_response(408, message))
         self._abortingCall = self.callLater(self.abortTimeout, self.forceAbortClient)
         self.loseConnection()
 

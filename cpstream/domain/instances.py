@@ -1,0 +1,86 @@
+"""What an instance is: its record, its statuses, and the rules its fields follow."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from cpstream.domain.errors import Conflict, Invalid, NotFound
+
+NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9-]{0,63}$")
+PORT_RANGE = range(1024, 65536)
+AUTO_PORTS = range(18801, 19000)
+STATUSES = ("stopped", "starting", "running", "unhealthy", "stopping", "crashed", "crash_loop")
+LIVE = frozenset({"starting", "running", "unhealthy", "stopping"})
+HEALTH_CHECKS = ("http", "process")
+RESTART_POLICIES = ("on-failure", "never")
+
+
+class InvalidInstance(Invalid):
+    """A create or clone request that cannot be satisfied as given."""
+
+
+class UnknownInstance(NotFound):
+    """No instance by that name."""
+
+
+class IllegalTransition(Conflict):
+    """The instance is not in a state that allows the operation."""
+
+
+@dataclass
+class Instance:
+    """One agent instance as the control plane sees it."""
+
+    id: str
+    name: str
+    port: int
+    command: list[str]
+    env: dict[str, str]
+    health: str
+    restart: str
+    status: str
+    pid: int | None
+    created_at: str
+    started_at: str | None = None
+    archived_at: str | None = None
+
+    @property
+    def archived(self) -> bool:
+        return self.archived_at is not None
+
+    @property
+    def shown_status(self) -> str:
+        return "archived" if self.archived else self.status
+
+    def to_record(self) -> dict[str, Any]:
+        """The store's row of this instance."""
+        return asdict(self)
+
+
+def check_spec(port: Any, command: Any, env: Any, health: Any, restart: Any) -> None:
+    """Raise :class:`InvalidInstance` unless the fields (all but the name) are valid."""
+    if not isinstance(port, int) or isinstance(port, bool) or port not in PORT_RANGE:
+        raise InvalidInstance(f"port must be an integer from {PORT_RANGE[0]} to 65535")
+    if (
+        not isinstance(command, list)
+        or not command
+        or not all(isinstance(a, str) and a for a in command)
+    ):
+        raise InvalidInstance("command must be a non-empty list of non-empty strings")
+    if not isinstance(env, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in env.items()
+    ):
+        raise InvalidInstance("env must map strings to strings")
+    if health not in HEALTH_CHECKS:
+        raise InvalidInstance("health must be 'http' or 'process'")
+    if restart not in RESTART_POLICIES:
+        raise InvalidInstance("restart must be 'on-failure' or 'never'")
+
+
+def check_name(name: Any) -> None:
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise InvalidInstance(
+            "name must be 1-64 letters, digits or '-', starting with a letter or digit"
+        )

@@ -1,0 +1,256 @@
+"""The message queue: send, lease, acknowledge, fail, replay, expire.
+
+Agents message each other only through the control plane. Every message
+state transition is one store transaction that updates the message and
+appends to the append-only ``message_events`` log, followed by one published
+message event per appended row: :meth:`Messaging._change` is the only place a
+message changes. Payloads and failure details are redacted before anything
+stores them. Whoever waits for messages (the :class:`~cpstream.domain.inbox.Inbox`)
+listens for :meth:`Messaging.when_available`.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from cpstream.domain import frames
+from cpstream.domain.errors import Conflict, Invalid, NotFound, TooLarge
+from cpstream.domain.frames import isotime
+from cpstream.domain.hub import Hub
+from cpstream.domain.redact import redact, redact_text
+from cpstream.domain.routing import TYPE_RE, RoutingRules
+from cpstream.domain.store import Store
+
+MAX_PAYLOAD = 64 * 1024
+MAX_HOPS = 8
+LEASE_SECS = 60.0
+IDEMPOTENCY_WINDOW = 24 * 3600
+MAX_BACKOFF = 60.0
+MAX_DETAIL = 2000
+BATCH = 500
+STATUSES = ("queued", "delivered", "acknowledged", "retry_scheduled", "dead_letter")
+
+
+class Messaging:
+    """The one place a message changes; reads of messages and their events."""
+
+    def __init__(
+        self,
+        store: Store,
+        hub: Hub,
+        clock: Any,
+        rules: RoutingRules,
+        lease_secs: float = LEASE_SECS,
+    ) -> None:
+        self._store = store
+        self._rows = store.messages
+        self._hub = hub
+        self._clock = clock
+        self._rules = rules
+        self.lease_secs = lease_secs
+        self._listeners: list[Callable[[str], None]] = []
+
+    def _now(self, later: float = 0.0) -> str:
+        return isotime(self._clock.seconds() + later)
+
+    def when_available(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(name)`` whenever a message becomes available to ``name``."""
+        self._listeners.append(listener)
+
+    def _available(self, name: str) -> None:
+        for listener in self._listeners:
+            listener(name)
+
+    # -- send --------------------------------------------------------------------
+
+    def send(
+        self,
+        sender: str,
+        recipient: str,
+        message_type: str,
+        payload: Any = None,
+        correlation_id: str | None = None,
+        idempotency_key: str | None = None,
+        hop_count: int = 0,
+    ) -> dict[str, Any]:
+        """Queue a message: ``{id, status, expires_at}``, or ``{id, deduplicated: true}``
+        for a key this sender used within 24 h."""
+        if not TYPE_RE.match(message_type):
+            raise Invalid("message_type must be dot-separated words, e.g. 'task.handoff'")
+        self._rules.check_instance(sender)
+        self._rules.check_instance(recipient)
+        size = len(json.dumps(payload, separators=(",", ":")).encode("utf-8"))
+        if size > MAX_PAYLOAD:
+            raise TooLarge(f"payload is {size} bytes; the limit is {MAX_PAYLOAD}")
+        if hop_count >= MAX_HOPS:
+            raise Invalid(f"hop_count {hop_count} reached the limit of {MAX_HOPS}")
+        rule = self._rules.route(sender, recipient, message_type)
+        now = self._now()
+        key = idempotency_key
+        if key is not None:
+            existing = self._rows.idempotent(sender, key, self._now(-IDEMPOTENCY_WINDOW))
+            if existing is not None:
+                return {"id": existing, "deduplicated": True}
+
+        message = {
+            "id": str(uuid.uuid4()),
+            "from_instance": sender,
+            "to_instance": recipient,
+            "message_type": message_type,
+            "payload": redact(payload),
+            "correlation_id": correlation_id,
+            "idempotency_key": key,
+            "hop_count": hop_count,
+            "status": "queued",
+            "attempts": 0,
+            "max_retries": rule["max_retries"],
+            "ttl_secs": rule["ttl_secs"],
+            "created_at": now,
+            "updated_at": now,
+            "expires_at": self._now(rule["ttl_secs"]),
+            "available_at": now,
+            "lease_expires_at": None,
+        }
+        with self._store.transaction():
+            self._rows.insert(message)
+            if key is not None:
+                self._rows.remember_key(sender, key, message["id"], now)
+            self._rows.append_event(message["id"], "queued", None, now)
+        self._hub.publish(frames.message_event(message, "queued", None, now))
+        self._available(recipient)
+        return {"id": message["id"], "status": "queued", "expires_at": message["expires_at"]}
+
+    # -- lease, acknowledge, fail, replay --------------------------------------------
+
+    def lease(self, name: str) -> dict[str, Any] | None:
+        """Deliver the oldest queued message for ``name`` (now ``delivered``), if any."""
+        message = self._rows.oldest_queued(name)
+        if message is None:
+            return None
+        self._change(
+            message,
+            [("delivered", None)],
+            status="delivered",
+            attempts=message["attempts"] + 1,
+            lease_expires_at=self._now(self.lease_secs),
+        )
+        return message
+
+    def acknowledge(self, message_id: str) -> dict[str, Any]:
+        message = self._delivered(message_id)
+        self._change(
+            message, [("acknowledged", None)], status="acknowledged", lease_expires_at=None
+        )
+        return {"id": message_id, "status": "acknowledged"}
+
+    def fail(self, message_id: str, detail: str | None) -> dict[str, Any]:
+        message = self._delivered(message_id)
+        self._retry_or_bury(message, redact_text((detail or "failed")[:MAX_DETAIL]))
+        return {"id": message_id, "status": message["status"]}
+
+    def _delivered(self, message_id: str) -> dict[str, Any]:
+        message = self._get(message_id)
+        if message["status"] != "delivered":
+            raise Conflict(f"message {message_id} is {message['status']}, not delivered")
+        return message
+
+    def _retry_or_bury(self, message: dict[str, Any], detail: str) -> None:
+        if message["attempts"] > message["max_retries"]:
+            self._change(
+                message,
+                [("failed", detail), ("dead_lettered", "retries exhausted")],
+                status="dead_letter",
+                lease_expires_at=None,
+            )
+            return
+        delay = min(MAX_BACKOFF, 2.0 ** (message["attempts"] - 1))
+        self._change(
+            message,
+            [("failed", detail), ("retry_scheduled", f"retry {message['attempts']} in {delay:g}s")],
+            status="retry_scheduled",
+            lease_expires_at=None,
+            available_at=self._now(delay),
+        )
+
+    def replay(self, message_id: str) -> dict[str, Any]:
+        message = self._get(message_id)
+        if message["status"] != "dead_letter":
+            raise Conflict(f"message {message_id} is {message['status']}, not dead_letter")
+        self._change(
+            message,
+            [("replayed", None)],
+            status="queued",
+            attempts=0,
+            available_at=self._now(),
+            expires_at=self._now(message["ttl_secs"]),
+        )
+        self._available(message["to_instance"])
+        return {"id": message_id, "status": "queued"}
+
+    # -- due work ---------------------------------------------------------------------
+
+    def sweep(self) -> None:
+        """Expire leases and TTLs and release due retries (at most ``BATCH`` of each)."""
+        now = self._now()
+        for message in self._rows.due("delivered", "lease_expires_at", now, BATCH):
+            self._retry_or_bury(
+                message, f"lease expired: not acknowledged within {self.lease_secs:g}s"
+            )
+        for status in ("queued", "retry_scheduled"):
+            for message in self._rows.due(status, "expires_at", now, BATCH):
+                self._change(
+                    message,
+                    [("expired", f"not delivered within {message['ttl_secs']}s"),
+                     ("dead_lettered", "expired")],
+                    status="dead_letter",
+                )  # fmt: skip
+        released = set()
+        for message in self._rows.due("retry_scheduled", "available_at", now, BATCH):
+            self._change(message, [("queued", f"retry {message['attempts']}")], status="queued")
+            released.add(message["to_instance"])
+        for name in released:
+            self._available(name)
+
+    # -- reads -----------------------------------------------------------------------
+
+    def get(self, message_id: str) -> dict[str, Any]:
+        """The message (payload already redacted) with its event timeline, oldest first."""
+        message = self._get(message_id)
+        message["events"] = self._rows.events_of(message_id)
+        return message
+
+    def search(self, **filters: Any) -> list[dict[str, Any]]:
+        status = filters.get("status")
+        if status is not None and status not in STATUSES:
+            raise Invalid(f"status must be one of {', '.join(STATUSES)}")
+        return self._rows.search(**filters)
+
+    def snapshot(self, instance: str | None, correlation_id: str | None) -> dict[str, Any]:
+        """A ``/ws/messages`` snapshot: the last 100 matching events, oldest first."""
+        rows = self._rows.recent_events(instance, correlation_id, 100)
+        return frames.messages_snapshot(rows, self._hub.seq)
+
+    def _get(self, message_id: str) -> dict[str, Any]:
+        message = self._rows.get(message_id)
+        if message is None:
+            raise NotFound(f"no message {message_id}")
+        return message
+
+    # -- the one place a message changes ----------------------------------------------
+
+    def _change(
+        self, message: dict[str, Any], events: list[tuple[str, str | None]], **fields: Any
+    ) -> None:
+        """Update the message and append its events in one transaction, then publish them."""
+        now = self._now()
+        fields["updated_at"] = now
+        with self._store.transaction():
+            self._rows.update(message["id"], **fields)
+            for event, detail in events:
+                self._rows.append_event(message["id"], event, detail, now)
+        message.update(fields)
+        for event, detail in events:
+            self._hub.publish(frames.message_event(message, event, detail, now))
