@@ -17,17 +17,17 @@ from cpstream.domain.errors import Invalid
 CREATE_FIELDS = frozenset({"name", "port", "command", "env", "health", "restart"})
 CLONE_FIELDS = frozenset({"name", "port"})
 RULE_FIELDS = frozenset({"from_instance", "to_instance", "type_pattern", "max_retries", "ttl_secs"})
-SEND_FIELDS = frozenset(
-    {
-        "from_instance",
-        "to_instance",
-        "message_type",
-        "payload",
-        "correlation_id",
-        "idempotency_key",
-        "hop_count",
-    }
+# What a sender says about its message, in the order the REST shape of a message shows it.
+SENT = (
+    "from_instance",
+    "to_instance",
+    "message_type",
+    "payload",
+    "correlation_id",
+    "idempotency_key",
+    "hop_count",
 )
+SEND_FIELDS = frozenset(SENT)
 FAIL_FIELDS = frozenset({"detail"})
 MAX_TEXT = 200
 

@@ -5,16 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from cpstream.domain.instances import Instance
+from cpstream.web.bodies import SENT
 
 MESSAGE_KEYS = (
     "id",
-    "from_instance",
-    "to_instance",
-    "message_type",
-    "payload",
-    "correlation_id",
-    "idempotency_key",
-    "hop_count",
+    *SENT,
     "status",
     "attempts",
     "max_retries",
