@@ -1,7 +1,8 @@
 """The load generator: N raw WebSocket clients that count (and time) event frames.
 
 Kept lean so that it is never the bottleneck: one asyncio protocol per
-client (uvloop when installed), the opening handshake written by hand, and
+client (uvloop when installed), the opening handshake built by hand
+(:func:`tests.wsraw.upgrade`, standard library only like :mod:`tests.stats`), and
 no per-frame parsing in saturation mode — event frames are counted with
 ``bytes.count`` on the ``"timestamp":"`` key that every event frame carries
 once. In latency mode each frame's own ``timestamp`` (the wall-clock time the
@@ -19,13 +20,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
-import os
 import resource
 import sys
 import time
 from datetime import datetime
+
+from tests.stats import percentile
+from tests.wsraw import upgrade
 
 KEY = b'"timestamp":"'
 STAMP = len("2026-01-01T00:00:00.000000Z")
@@ -57,14 +59,7 @@ class Client(asyncio.Protocol):
 
     def connection_made(self, transport) -> None:
         self.transport = transport
-        key = base64.b64encode(os.urandom(16))
-        transport.write(
-            b"GET " + self.run.path.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
-            b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: "
-            % self.run.port
-            + key
-            + b"\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        )
+        transport.write(upgrade(self.run.path, f"127.0.0.1:{self.run.port}"))
 
     def data_received(self, data: bytes) -> None:
         now = time.time()
@@ -142,11 +137,6 @@ class Run:
                 self.finished.set_result(None)
 
 
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
-
-
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
@@ -193,7 +183,11 @@ async def main() -> None:
     }
     if run.latencies:
         ms = [v * 1000 for v in run.latencies]
-        result.update(p50_ms=percentile(ms, 0.5), p99_ms=percentile(ms, 0.99), max_ms=max(ms))
+        result.update(
+            p50_ms=percentile(ms, 0.5, method="index"),
+            p99_ms=percentile(ms, 0.99, method="index"),
+            max_ms=max(ms),
+        )
     sys.stdout.write(json.dumps(result) + "\n")
     sys.stdout.flush()
     for client in run.members:

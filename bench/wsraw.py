@@ -1,13 +1,15 @@
-"""A minimal blocking WebSocket client for the benchmark runner (server frames only)."""
+"""A minimal blocking WebSocket client for the benchmark runner (server frames only).
+
+The upgrade request and the frame parsing are :mod:`tests.wsraw`'s, shared with the tests.
+"""
 
 from __future__ import annotations
 
-import base64
 import json
-import os
 import socket
-import struct
 import time
+
+from tests.wsraw import next_frame, upgrade
 
 
 class RawClient:
@@ -18,14 +20,7 @@ class RawClient:
         if rcvbuf is not None:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.connect(("127.0.0.1", port))
-        key = base64.b64encode(os.urandom(16)).decode()
-        self.sock.sendall(
-            (
-                f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                "Sec-WebSocket-Version: 13\r\n\r\n"
-            ).encode()
-        )
+        self.sock.sendall(upgrade(path, f"127.0.0.1:{port}"))
         self.buffer = b""
         self.offset = 0
         while b"\r\n\r\n" not in self.buffer:
@@ -56,24 +51,11 @@ class RawClient:
 
     def _parse(self) -> bytes | None:
         """One complete frame's payload from the buffer, consumed by moving an offset."""
-        data, at = self.buffer, self.offset
-        if len(data) - at < 2:
+        found = next_frame(self.buffer, self.offset)
+        if found is None:
             return None
-        length, header = data[at + 1] & 0x7F, 2
-        if length == 126:
-            if len(data) - at < 4:
-                return None
-            (length,) = struct.unpack_from("!H", data, at + 2)
-            header = 4
-        elif length == 127:
-            if len(data) - at < 10:
-                return None
-            (length,) = struct.unpack_from("!Q", data, at + 2)
-            header = 10
-        if len(data) - at < header + length:
-            return None
-        self.offset = at + header + length
-        return data[at + header : self.offset]
+        _, payload, self.offset = found
+        return payload
 
     def close(self) -> None:
         self.sock.close()

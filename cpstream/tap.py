@@ -19,10 +19,11 @@ from cpstream.domain.children import default_command
 from cpstream.domain.delivery import DeliveryWorker
 from cpstream.domain.hub import Hub
 from cpstream.domain.inbox import Inbox
-from cpstream.domain.logfiles import LogFiles
+from cpstream.domain.logfiles import SIZE_CAP, LogFiles
 from cpstream.domain.logtail import LogTails
 from cpstream.domain.messaging import Messaging
 from cpstream.domain.registry import Registry
+from cpstream.domain.retention import DEFAULT_RETENTION, Retention
 from cpstream.domain.routing import RoutingRules
 from cpstream.domain.store import Store
 from cpstream.domain.supervisor import Supervisor
@@ -50,7 +51,21 @@ def _positive_int(value: str) -> int:
     return number
 
 
+def _duration(value: str | float) -> float:
+    """Seconds from ``N``, ``Ns``, ``Nm``, ``Nh`` or ``Nd``."""
+    if isinstance(value, int | float):
+        return float(value)
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    text = value.strip().lower()
+    scale = units.get(text[-1:], None)
+    number = float(text[:-1] if scale else text)
+    if not number > 0:
+        raise ValueError("must be positive")
+    return number * (scale or 1)
+
+
 _positive_float.coerceDoc = "Must be a positive number."  # type: ignore[attr-defined]
+_duration.coerceDoc = "A duration: seconds, or a number with s, m, h or d."  # type: ignore[attr-defined]
 _positive_int.coerceDoc = "Must be a positive integer."  # type: ignore[attr-defined]
 
 
@@ -80,6 +95,20 @@ class Options(usage.Options):
             1024,
             "Most WebSocket connections open at once.",
             _positive_int,
+        ],
+        [
+            "log-size-cap",
+            None,
+            SIZE_CAP,
+            "Bytes past which a running instance's log is copied to .1 and truncated.",
+            _positive_int,
+        ],
+        [
+            "retention",
+            None,
+            DEFAULT_RETENTION,
+            "How long finished messages and event history are kept (e.g. 7d, 12h, 3600).",
+            _duration,
         ],
     ]
     optFlags = [
@@ -124,10 +153,10 @@ def makeService(config: Options, reactor: Any = None) -> ControlPlane:  # noqa: 
         from twisted.internet import reactor
     data_dir = Path(config["data-dir"]).expanduser()
     store = Store.open(data_dir / "cp.db")
-    instances_hub = Hub(reactor, prepare=prepare_frame)
-    messages_hub = Hub(reactor, prepare=prepare_frame)
+    instances_hub = Hub(reactor, prepare=prepare_frame, seq=store.instance_events.last_id())
+    messages_hub = Hub(reactor, prepare=prepare_frame, seq=store.messages.last_event_id())
     registry = Registry(store, instances_hub, reactor, default_command())
-    logs = LogFiles(data_dir)
+    logs = LogFiles(data_dir, size_cap=config["log-size-cap"])
     supervisor = Supervisor(reactor, registry, logs, HttpProbe(reactor))
     rules = RoutingRules(store.rules, registry, reactor)
     messaging = Messaging(store, messages_hub, reactor, rules)
@@ -135,7 +164,11 @@ def makeService(config: Options, reactor: Any = None) -> ControlPlane:  # noqa: 
     worker = DeliveryWorker(messaging, reactor)
     api = ControlAPI(registry, supervisor, logs, rules, messaging, inbox)
     streams = Streams(reactor, config["idle-timeout"], config["max-connections"])
-    tails = LogTails(reactor, inotify=_inotify(reactor))
+    tails = LogTails(
+        reactor, inotify=_inotify(reactor), secret=bytes.fromhex(store.meta.get("secret"))
+    )
+    logs.when_capped(tails.capped)
+    retention = Retention(store, reactor, keep=config["retention"])
     ws = build_streams(
         streams, registry, instances_hub, messaging, messages_hub, logs, tails, config["echo"]
     )
@@ -148,7 +181,7 @@ def makeService(config: Options, reactor: Any = None) -> ControlPlane:  # noqa: 
         web,
         supervisor,
         streams=streams,
-        workers=(inbox, worker),
+        workers=(inbox, worker, retention),
         on_ready=on_ready,
         registry=registry,
         hubs={"instances": instances_hub, "messages": messages_hub},

@@ -194,24 +194,41 @@ def kill_processes_with(marker: str, value: str) -> int:
     return len(pids)
 
 
-async def get_json(url: str, **kwargs: Any) -> tuple[int, Any]:
-    response = await treq.get(url, **kwargs)
+# The JSON helpers below take ``client``: the ``treq`` module for real sockets, or a
+# ``treq.testing.StubTreq`` answering from a resource tree in memory.
+
+
+async def get_json(url: str, client: Any = treq, **kwargs: Any) -> tuple[int, Any]:
+    response = await client.get(url, **kwargs)
     return response.code, await response.json()
 
 
-async def post_json(url: str, body: Any = None, **kwargs: Any) -> tuple[int, Any]:
+async def post_json(
+    url: str, body: Any = None, client: Any = treq, **kwargs: Any
+) -> tuple[int, Any]:
     headers = kwargs.pop("headers", {})
     data = None
     if body is not None:
         data = json.dumps(body).encode()
         headers.setdefault(b"Content-Type", [b"application/json"])
-    response = await treq.post(url, data=data, headers=headers, **kwargs)
+    response = await client.post(url, data=data, headers=headers, **kwargs)
     return response.code, await response.json()
 
 
-async def delete_json(url: str, **kwargs: Any) -> tuple[int, Any]:
-    response = await treq.delete(url, **kwargs)
+async def delete_json(url: str, client: Any = treq, **kwargs: Any) -> tuple[int, Any]:
+    response = await client.delete(url, **kwargs)
     return response.code, await response.json()
+
+
+async def create(base_url: str, name: str, client: Any = treq, **fields: Any) -> dict:
+    """``POST /api/instances`` on the control plane at ``base_url``; the instance (201).
+
+    Unless ``fields`` say otherwise its command is :data:`SLEEPER`, health-checked as a process.
+    """
+    body = {"name": name, "command": SLEEPER, "health": "process", **fields}
+    code, instance = await post_json(f"{base_url}/api/instances", body, client=client)
+    assert code == 201, instance
+    return instance
 
 
 class _Collect(ProcessProtocol):

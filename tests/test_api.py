@@ -7,14 +7,7 @@ import json
 import pytest_twisted
 import treq
 
-from tests.support import SLEEPER, delete_json, get_json, post_json, wait_for
-
-
-async def create(cp, name="a", **extra):
-    body = {"name": name, "command": SLEEPER, "health": "process", **extra}
-    code, instance = await post_json(cp.api("/instances"), body)
-    assert code == 201, instance
-    return instance
+from tests.support import SLEEPER, create, delete_json, get_json, post_json, wait_for
 
 
 async def status_of(cp, name):
@@ -25,7 +18,7 @@ async def status_of(cp, name):
 @pytest_twisted.ensureDeferred
 async def test_health_lists_active_instances(cp):
     """GET /api/health answers ok with each active instance's status and pid."""
-    await create(cp, "a")
+    await create(cp.url, "a")
     code, body = await get_json(cp.api("/health"))
     assert code == 200
     assert body == {"status": "ok", "instances": {"a": {"status": "stopped", "pid": None}}}
@@ -34,7 +27,7 @@ async def test_health_lists_active_instances(cp):
 @pytest_twisted.ensureDeferred
 async def test_create_get_and_list(cp):
     """Create answers 201 with the instance; get and list show it."""
-    created = await create(cp, "a", port=18850)
+    created = await create(cp.url, "a", port=18850)
     assert {k: created[k] for k in ("name", "port", "status", "pid", "archived_at")} == {
         "name": "a",
         "port": 18850,
@@ -52,7 +45,7 @@ async def test_create_get_and_list(cp):
 @pytest_twisted.ensureDeferred
 async def test_create_errors(cp):
     """Bad names, ports, fields and taken names or ports get JSON errors with their status."""
-    await create(cp, "a", port=18850)
+    await create(cp.url, "a", port=18850)
     cases = [
         ({"name": "-x"}, 400, "name"),
         ({"name": "b", "port": 22}, 400, "port"),
@@ -130,7 +123,7 @@ async def test_unknown_instance_is_404_everywhere(cp):
 @pytest_twisted.ensureDeferred
 async def test_lifecycle_over_rest(cp):
     """Start, stop, restart, archive, unarchive and delete work and answer with the status."""
-    await create(cp, "a")
+    await create(cp.url, "a")
     assert await post_json(cp.api("/instances/a/start")) == (
         200,
         {"status": "starting", "name": "a"},
@@ -163,7 +156,7 @@ async def test_lifecycle_over_rest(cp):
 @pytest_twisted.ensureDeferred
 async def test_illegal_transitions_are_409(cp):
     """Deleting an active instance, starting an archived one, double start: all 409."""
-    await create(cp, "a")
+    await create(cp.url, "a")
     code, body = await delete_json(cp.api("/instances/a"))
     assert code == 409 and "archived" in body["error"]
     await post_json(cp.api("/instances/a/start"))
@@ -181,9 +174,9 @@ async def test_illegal_transitions_are_409(cp):
 @pytest_twisted.ensureDeferred
 async def test_unarchive_into_a_taken_name_is_409(cp):
     """Unarchiving when another active instance took the name is a 409 and changes nothing."""
-    await create(cp, "a", port=18850)
+    await create(cp.url, "a", port=18850)
     await post_json(cp.api("/instances/a/archive"))
-    await create(cp, "a", port=18851)
+    await create(cp.url, "a", port=18851)
     code, body = await post_json(cp.api("/instances/a/unarchive"))
     assert code == 409 and "already taken" in body["error"]
     assert len(cp.registry.all(include_archived=True)) == 2 and cp.registry.get("a").port == 18851
@@ -192,9 +185,9 @@ async def test_unarchive_into_a_taken_name_is_409(cp):
 @pytest_twisted.ensureDeferred
 async def test_archived_and_active_instances_sharing_a_name(cp):
     """Delete and unarchive act on the archived instance even when the name is active again."""
-    old = await create(cp, "a", port=18850)
+    old = await create(cp.url, "a", port=18850)
     await post_json(cp.api("/instances/a/archive"))
-    new = await create(cp, "a", port=18851)
+    new = await create(cp.url, "a", port=18851)
     assert await delete_json(cp.api("/instances/a")) == (200, {"status": "deleted", "name": "a"})
     code, listed = await get_json(cp.api("/instances?include_archived=true"))
     assert [i["id"] for i in listed] == [new["id"]] and old["id"] != new["id"]
@@ -205,8 +198,8 @@ async def test_archived_and_active_instances_sharing_a_name(cp):
 @pytest_twisted.ensureDeferred
 async def test_list_includes_archived_on_request(cp):
     """Archived instances appear, with status 'archived', only with include_archived=true."""
-    await create(cp, "a")
-    await create(cp, "b")
+    await create(cp.url, "a")
+    await create(cp.url, "b")
     await post_json(cp.api("/instances/b/archive"))
     code, listed = await get_json(cp.api("/instances"))
     assert [i["name"] for i in listed] == ["a"]
@@ -219,7 +212,7 @@ async def test_list_includes_archived_on_request(cp):
 @pytest_twisted.ensureDeferred
 async def test_clone(cp):
     """Clone makes a new stopped instance with the same command and a new port."""
-    source = await create(cp, "a", env={"K": "V"})
+    source = await create(cp.url, "a", env={"K": "V"})
     code, copy = await post_json(cp.api("/instances/a/clone"), {"name": "b"})
     assert code == 201
     assert copy["command"] == source["command"] and copy["port"] != source["port"]
@@ -233,7 +226,7 @@ async def test_clone(cp):
 @pytest_twisted.ensureDeferred
 async def test_logs_tail_page_and_download(cp):
     """Logs come back in tail and page modes from the real file, and download whole."""
-    await create(cp, "a")
+    await create(cp.url, "a")
     path = cp.data_dir / "instances" / "a" / "logs" / "daemon.log"
     path.parent.mkdir(parents=True)
     path.write_bytes(b"".join(b"line %d\n" % i for i in range(300)) + b"partial")
@@ -254,7 +247,7 @@ async def test_logs_tail_page_and_download(cp):
 @pytest_twisted.ensureDeferred
 async def test_logs_of_an_instance_that_never_ran(cp):
     """An instance without a log file has an empty tail and a 404 download."""
-    await create(cp, "a")
+    await create(cp.url, "a")
     assert await get_json(cp.api("/instances/a/logs")) == (
         200,
         {"name": "a", "mode": "tail", "lines": []},

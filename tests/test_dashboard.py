@@ -15,7 +15,15 @@ import pytest
 import pytest_twisted
 
 from tests.browser import Browser, Tab, require_chromium
-from tests.support import ARTIFACTS, Daemon, get_json, kill_processes_with, post_json, sleep
+from tests.support import (
+    ARTIFACTS,
+    Daemon,
+    create,
+    get_json,
+    kill_processes_with,
+    post_json,
+    sleep,
+)
 from tests.wsclient import WSClient
 
 AGENT = [sys.executable, "-m", "cpstream.agent"]
@@ -36,13 +44,10 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:6]}"
 
 
-async def create(daemon: Daemon, name: str, *flags: str, start: bool = False) -> dict:
+async def new_agent(daemon: Daemon, name: str, *flags: str, start: bool = False) -> dict:
     """An instance of the demo agent on a free port, optionally started and running."""
-    code, body = await post_json(
-        f"{daemon.url}/api/instances",
-        {"name": name, "port": free_port(), "command": [*AGENT, *flags]},
-    )
-    assert code == 201, body
+    command = [*AGENT, *flags]
+    body = await create(daemon.url, name, port=free_port(), command=command, health="http")
     if start:
         code, answer = await post_json(f"{daemon.url}/api/instances/{name}/start")
         assert code == 200, answer
@@ -144,7 +149,7 @@ async def test_new_instance_modal_creates_a_card(browser, ui, tabs):
 async def test_status_badge_follows_start_and_stop(browser, ui, tabs):
     """Start and Stop on a card change its badge, pid and uptime with no reload."""
     name = unique("switch")
-    await create(ui, name)
+    await new_agent(ui, name)
     tab = await tabs(f"{ui.url}/")
 
     def steps() -> None:
@@ -169,7 +174,7 @@ async def test_status_badge_follows_start_and_stop(browser, ui, tabs):
 async def test_archive_unarchive_clone_delete(browser, ui, tabs):
     """Archive warns when running; archived cards show only with the toggle; delete confirms."""
     name, copy, copy_port = unique("arch"), unique("copy"), free_port()
-    await create(ui, name, start=True)
+    await new_agent(ui, name, start=True)
     tab = await tabs(f"{ui.url}/")
 
     def steps() -> None:
@@ -222,7 +227,7 @@ async def test_archive_unarchive_clone_delete(browser, ui, tabs):
 async def test_conflict_shows_the_server_message(browser, ui, tabs):
     """A 409 appears as a dismissable notification with the server's own message."""
     name = unique("dup")
-    await create(ui, name)
+    await new_agent(ui, name)
     tab = await tabs(f"{ui.url}/")
     tab.allow(HTTP_409)
 
@@ -279,7 +284,7 @@ async def test_error_check_catches_console_errors(browser, ui):
 async def test_log_view_follows_the_file(browser, ui, tabs):
     """Appended lines show within 1 s; scrolling up stops following; rotations are marked."""
     name = unique("logger")
-    await create(ui, name, "--heartbeat", "60", start=True)
+    await new_agent(ui, name, "--heartbeat", "60", start=True)
     log_file = Path(ui.data_dir) / "instances" / name / "logs" / "daemon.log"
     tab = await tabs(f"{ui.url}/#/instances/{name}")
     latency: list[float] = []
@@ -332,7 +337,7 @@ async def test_message_events_and_details(browser, ui, tabs):
     """A sent message shows as a live row; its detail is redacted; filters reconnect."""
     sender, receiver = unique("from"), unique("to")
     for name in (sender, receiver):
-        await create(ui, name)
+        await new_agent(ui, name)
     code, rule = await post_json(
         f"{ui.url}/api/routing-rules",
         {"from_instance": sender, "to_instance": receiver, "type_pattern": "task.*"},
@@ -449,7 +454,7 @@ async def test_refused_streams_poll_and_still_show_changes(browser, tabs, tmp_pa
     holder = None
     try:
         name = "polled"
-        await create(daemon, name, "--heartbeat", "60", start=True)
+        await new_agent(daemon, name, "--heartbeat", "60", start=True)
         log_file = Path(daemon.data_dir) / "instances" / name / "logs" / "daemon.log"
         holder = await WSClient.connect(daemon.url, "/ws/messages")
         tab = await tabs(f"{daemon.url}/#/instances/{name}")
@@ -468,7 +473,7 @@ async def test_refused_streams_poll_and_still_show_changes(browser, tabs, tmp_pa
             expect(lines.filter(has_text=f"agent {name} starting")).to_have_count(1)
 
         await browser.run(instance_page)
-        await create(daemon, "late")
+        await new_agent(daemon, "late")
 
         def dashboard() -> None:
             page = tab.page
@@ -497,15 +502,15 @@ async def test_screenshot_narrow_and_keyboard(browser, tabs, tmp_path):
     """Demo-like dashboard screenshot; usable at 390 px; actions reachable by keyboard."""
     daemon = await Daemon(tmp_path / "shot").start()
     try:
-        await create(daemon, "agent-2", start=True)
-        await create(daemon, "agent-1", "--send-to", "agent-2", start=True)
+        await new_agent(daemon, "agent-2", start=True)
+        await new_agent(daemon, "agent-1", "--send-to", "agent-2", start=True)
         await post_json(
             f"{daemon.url}/api/routing-rules",
             {"from_instance": "agent-1", "to_instance": "agent-2", "type_pattern": "task.*"},
         )
-        await create(daemon, "retired")
+        await new_agent(daemon, "retired")
         await post_json(f"{daemon.url}/api/instances/retired/archive")
-        await create(daemon, "agent-3")
+        await new_agent(daemon, "agent-3")
         tab = await tabs(f"{daemon.url}/")
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
 

@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 
 import pytest_twisted
 from autobahn.websocket.protocol import WebSocketProtocol
-from twisted.internet import protocol
 from twisted.internet.task import Clock
 
 from cpstream.streams.connections import Streams
@@ -21,8 +20,8 @@ from cpstream.streams.hubstreams import (
 from cpstream.streams.logstream import LogsFactory, LogsProtocol
 from cpstream.streams.settings import ECHO_MAX_MESSAGE, MAX_CLIENT_MESSAGE
 from tests.conftest import RunningControlPlane, build_control_plane
-from tests.support import sleep, wait_for
-from tests.test_streams import RawUpgrade, create, log_path, raw_upgrade, upgrade_request
+from tests.support import create, sleep, wait_for
+from tests.test_streams import log_path, raw_upgrade
 from tests.wsclient import WSClient
 
 OPTIONS = WebSocketProtocol.CONFIG_ATTRS_COMMON + WebSocketProtocol.CONFIG_ATTRS_SERVER
@@ -77,9 +76,9 @@ def test_real_streams_share_every_option_but_compression():
 
 
 @pytest_twisted.ensureDeferred
-async def test_echo_is_not_mounted_by_default(cp, reactor):
+async def test_echo_is_not_mounted_by_default(cp):
     """Without --echo, /ws/echo is a 404 before any upgrade."""
-    client = await raw_upgrade(reactor, cp, "/ws/echo")
+    client = await raw_upgrade(cp, "/ws/echo")
     assert client.data.startswith(b"HTTP/1.1 404 "), client.data
 
 
@@ -135,27 +134,22 @@ async def test_echo_stops_reading_while_its_client_does_not_read(echo_cp):
 
 
 @pytest_twisted.ensureDeferred
-async def test_echo_goes_through_the_origin_and_host_policy(echo_cp, reactor):
+async def test_echo_goes_through_the_origin_and_host_policy(echo_cp):
     """A foreign Origin or Host is refused with 403 before the upgrade, as on every stream."""
     port = echo_cp.service.web.port.getHost().port
-    foreign = await raw_upgrade(reactor, echo_cp, "/ws/echo", Origin="http://evil.example")
+    foreign = await raw_upgrade(echo_cp, "/ws/echo", [("Origin", "http://evil.example")])
     assert foreign.data.startswith(b"HTTP/1.1 403 "), foreign.data
-    same = await raw_upgrade(reactor, echo_cp, "/ws/echo", Origin=f"http://127.0.0.1:{port}")
+    same = await raw_upgrade(echo_cp, "/ws/echo", [("Origin", f"http://127.0.0.1:{port}")])
     assert same.data.startswith(b"HTTP/1.1 101 "), same.data
     same.transport.loseConnection()
-    request = upgrade_request(port, "/ws/echo").replace(
-        f"Host: 127.0.0.1:{port}".encode(), f"Host: rebound.example:{port}".encode()
-    )
-    rebound = RawUpgrade(request)
-    await protocol.ClientCreator(reactor, lambda: rebound).connectTCP("127.0.0.1", port)
-    await wait_for(lambda: b"\r\n\r\n" in rebound.data)
+    rebound = await raw_upgrade(echo_cp, "/ws/echo", host=f"rebound.example:{port}")
     assert rebound.data.startswith(b"HTTP/1.1 403 "), rebound.data
 
 
 @pytest_twisted.ensureDeferred
 async def test_compression_is_accepted_on_logs_and_echo_only(echo_cp):
     """permessage-deflate is negotiated on the log stream and /ws/echo, declined elsewhere."""
-    await create(echo_cp, "zip")
+    await create(echo_cp.url, "zip")
     log_path(echo_cp, "zip").write_bytes(b"hello\n" * 50)
     negotiated = {}
     for path in ("/ws/instances/zip/logs", "/ws/echo", "/ws/instances", "/ws/messages"):

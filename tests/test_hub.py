@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from twisted.internet.task import Clock
 
 from cpstream.domain.hub import Hub
@@ -21,17 +22,21 @@ class Frames:
         self.frames.extend(frames)
 
 
-def test_publish_stamps_seq_and_timestamp():
-    """Each publish gets the next seq and an ISO 8601 UTC timestamp with microseconds."""
-    clock = Clock()
-    clock.advance(1_790_000_000.25)
-    hub = Hub(clock)
-    first = hub.publish({"type": "x"})
-    second = hub.publish({"type": "y", "timestamp": "2026-01-01T00:00:00.000001Z"})
-    assert (first["seq"], second["seq"], hub.seq) == (1, 2, 2)
-    assert first["timestamp"] == "2026-09-21T14:13:20.250000Z"
-    assert second["timestamp"] == "2026-01-01T00:00:00.000001Z"
-    assert list(second) == ["type", "seq", "timestamp"]
+def publish(hub: Hub, event: dict) -> dict:
+    """Publish ``event`` with the next seq, as the registry and messaging stamp them."""
+    stamped = {**event, "seq": hub.seq + 1, "timestamp": "2026-01-01T00:00:00.000001Z"}
+    hub.publish(stamped)
+    return stamped
+
+
+def test_the_hub_keeps_the_seq_of_each_event():
+    """The hub's seq is the last event's (its row id); a seq that goes back is refused."""
+    hub = Hub(Clock(), seq=41)
+    consumer = Frames(hub)
+    hub.publish({"type": "x", "seq": 42, "timestamp": "t"})
+    assert hub.seq == 42 and json.loads(consumer.frames[0])["seq"] == 42
+    with pytest.raises(AssertionError):
+        hub.publish({"type": "x", "seq": 42, "timestamp": "t"})
 
 
 def test_each_event_is_encoded_once_for_all_subscribers():
@@ -44,7 +49,7 @@ def test_each_event_is_encoded_once_for_all_subscribers():
 
     hub = Hub(Clock(), prepare=prepare)
     subs = [Frames(hub) for _ in range(5)]
-    hub.publish({"type": "x"})
+    publish(hub, {"type": "x"})
     assert len(prepared) == 1
     frames = [s.frames[0] for s in subs]
     assert all(f is frames[0] for f in frames)
@@ -56,7 +61,7 @@ def test_no_subscriber_no_encoding():
     prepared = []
     hub = Hub(Clock(), prepare=lambda p: prepared.append(p) or p)
     Frames(hub, lambda e: e["type"] == "wanted")
-    hub.publish({"type": "unwanted"})
+    publish(hub, {"type": "unwanted"})
     assert prepared == []
 
 
@@ -65,7 +70,7 @@ def test_filters_choose_subscribers():
     hub = Hub(Clock(), coalesce=0.0)
     evens = Recorder(hub, lambda e: e["n"] % 2 == 0)
     for n in range(6):
-        hub.publish({"type": "x", "n": n})
+        publish(hub, {"type": "x", "n": n})
     assert [f["n"] for f in evens.frames] == [0, 2, 4]
 
 
@@ -75,15 +80,15 @@ def test_overflow_marks_lagged_and_empties_the_queue():
     sub = Frames(hub).subscription
     sub.pause()
     for n in range(256):
-        hub.publish({"type": "x", "n": n})
+        publish(hub, {"type": "x", "n": n})
     assert not sub.lagged and sub.queued == 256
-    hub.publish({"type": "x", "n": 256})
+    publish(hub, {"type": "x", "n": 256})
     assert sub.lagged and sub.queued == 0
     for n in range(1000):
-        hub.publish({"type": "x", "n": n})
+        publish(hub, {"type": "x", "n": n})
     assert sub.queued == 0
     sub.resynced()
-    hub.publish({"type": "x", "n": 0})
+    publish(hub, {"type": "x", "n": 0})
     assert not sub.lagged and sub.queued == 1
 
 
@@ -92,7 +97,7 @@ def test_cancel_stops_delivery():
     hub = Hub(Clock())
     consumer = Frames(hub)
     consumer.subscription.cancel()
-    hub.publish({"type": "x"})
+    publish(hub, {"type": "x"})
     assert hub.subscribers == 0 and consumer.frames == [] and consumer.subscription.queued == 0
 
 
@@ -118,9 +123,9 @@ def test_a_lone_event_goes_out_at_once():
     clock = Clock()
     hub = Hub(clock)
     consumer = Consumer(hub)
-    hub.publish({"type": "x", "n": 1})
+    publish(hub, {"type": "x", "n": 1})
     clock.advance(1)
-    hub.publish({"type": "x", "n": 2})
+    publish(hub, {"type": "x", "n": 2})
     assert consumer.writes == [[1], [2]]
 
 
@@ -130,14 +135,14 @@ def test_a_burst_is_coalesced_into_one_write_per_window():
     hub = Hub(clock, coalesce=0.002)
     consumer = Consumer(hub)
     for n in range(5):
-        hub.publish({"type": "x", "n": n})
+        publish(hub, {"type": "x", "n": n})
     assert consumer.writes == [[0]]
     clock.advance(0.001)
-    hub.publish({"type": "x", "n": 5})
+    publish(hub, {"type": "x", "n": 5})
     assert consumer.writes == [[0]]
     clock.advance(0.001)
     assert consumer.writes == [[0], [1, 2, 3, 4, 5]]
-    hub.publish({"type": "x", "n": 6})
+    publish(hub, {"type": "x", "n": 6})
     clock.advance(0.002)
     assert consumer.writes == [[0], [1, 2, 3, 4, 5], [6]]
 
@@ -149,12 +154,12 @@ def test_a_paused_subscriber_keeps_its_frames_in_order():
     consumer = Consumer(hub)
     consumer.ready(False)
     for n in range(3):
-        hub.publish({"type": "x", "n": n})
+        publish(hub, {"type": "x", "n": n})
     clock.advance(1)
     assert consumer.writes == []
     consumer.ready(True)
     assert consumer.writes == [[0, 1, 2]]
-    hub.publish({"type": "x", "n": 3})
+    publish(hub, {"type": "x", "n": 3})
     clock.advance(0.002)
     assert consumer.writes == [[0, 1, 2], [3]]
 
@@ -171,10 +176,51 @@ def test_the_window_grows_to_the_cost_of_a_write_round():
         write(frames)
 
     consumer.write_frames = slow_write
-    hub.publish({"type": "x", "n": 0})
+    publish(hub, {"type": "x", "n": 0})
     clock.advance(0.005)
-    hub.publish({"type": "x", "n": 1})
+    publish(hub, {"type": "x", "n": 1})
     clock.advance(0.004)
     assert consumer.writes == [[0]]
     clock.advance(0.001)
     assert consumer.writes == [[0], [1]]
+
+
+class Reader(Frames):
+    """A subscriber that always reads, and resyncs (records a marker) when told to."""
+
+    def resync(self) -> None:
+        self.frames.append("RESYNC")
+        self.subscription.resynced()
+
+
+def test_a_reading_subscriber_hit_by_a_burst_is_resynced_at_once():
+    """More than 256 events in one window overflow a subscriber that never paused: at the
+    flush it is told to resync, and the lag clears, so later events flow again."""
+    clock = Clock()
+    hub = Hub(clock, coalesce=0.002)
+    reader = Reader(hub)
+    for n in range(300):
+        publish(hub, {"type": "x", "n": n})
+    assert len(reader.frames) == 1 and reader.subscription.lagged
+    clock.advance(0.002)
+    assert reader.frames[1:] == ["RESYNC"] and not reader.subscription.lagged
+    clock.advance(1)
+    publish(hub, {"type": "x", "n": 300})
+    assert json.loads(reader.frames[-1])["n"] == 300
+    for _ in range(3):
+        for n in range(300):
+            publish(hub, {"type": "x", "n": n})
+        clock.advance(1)
+    assert reader.frames.count("RESYNC") == 4 and not reader.subscription.lagged
+
+
+def test_a_lagged_subscriber_is_handed_no_frame_before_its_resync():
+    """While lagged, not even an at-once event reaches the subscriber: the resync comes first."""
+    clock = Clock()
+    hub = Hub(clock)
+    reader = Reader(hub)
+    reader.subscription.pause()
+    for n in range(257):
+        publish(hub, {"type": "x", "n": n})
+    reader.subscription.resume()
+    assert reader.frames == ["RESYNC"]

@@ -15,6 +15,8 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 from twisted.test import iosim
 
+from cpstream.domain.hub import Hub
+from cpstream.domain.registry import Registry
 from cpstream.streams.connections import Streams
 from cpstream.streams.hubstreams import (
     InstancesFactory,
@@ -23,7 +25,7 @@ from cpstream.streams.hubstreams import (
     MessagesProtocol,
 )
 from cpstream.streams.logstream import LogsFactory, LogsProtocol
-from cpstream.streams.settings import StreamSettings
+from cpstream.streams.settings import StreamSettings, prepare_frame
 from tests.support import World
 
 
@@ -84,6 +86,10 @@ class Wire(World):
                 pump.flush()
 
 
+def without_cursors(frames: list[dict]) -> list[dict]:
+    return [{k: v for k, v in f.items() if k != "cursor"} for f in frames]
+
+
 @pytest.fixture
 def world(tmp_path):
     made = Wire(tmp_path)
@@ -121,7 +127,7 @@ def test_every_inbound_frame_resets_the_idle_timer(world):
 def test_log_lines_are_batched_in_a_100ms_window(world):
     """Lines written close together arrive in one frame, 100 ms after the first is seen."""
     path, server, client, pump = world.log_viewer("a")
-    assert client.frames == [{"type": "backlog", "lines": [], "count": 0}]
+    assert without_cursors(client.frames) == [{"type": "backlog", "lines": [], "count": 0}]
     with open(path, "ab") as f:
         f.write(b"one\n")
     world.advance(0.5)
@@ -131,7 +137,9 @@ def test_log_lines_are_batched_in_a_100ms_window(world):
     world.advance(0.05)
     assert len(client.frames) == 1
     world.advance(0.05)
-    assert client.frames[1:] == [{"type": "lines", "lines": ["one", "two", "three"], "count": 3}]
+    assert without_cursors(client.frames[1:]) == [
+        {"type": "lines", "lines": ["one", "two", "three"], "count": 3}
+    ]
 
 
 def test_partial_lines_wait_for_their_newline(world):
@@ -209,7 +217,7 @@ def test_uncompressed_subscribers_are_written_the_shared_frame_bytes(world):
         write = server.transport.write
         server.transport.write = lambda data, write=write: (written.append(data), write(data))
         server.sendMessage = lambda *a, **k: pytest.fail("an event was framed per connection")
-    world.hub.publish({"type": "instance_archived", "name": "x"})
+    world.hub.publish({"type": "instance_archived", "name": "x", "seq": 1, "timestamp": "t"})
     world.advance(0.1)
     assert len(written) == 2 and written[0] is written[1]
     assert all(s.websocket_extensions_in_use == [] for s in servers)
@@ -230,3 +238,111 @@ def test_autobahn_handshake_timeouts_run_on_the_injected_clock(tmp_path):
     world.clock.advance(0.2)
     assert transport.disconnecting or transport.disconnected
     world.close()
+
+
+def coalescing(world) -> None:
+    """Give the world a hub with the product's coalescing window (bursts queue up)."""
+    world.hub = Hub(world.clock, prepare=prepare_frame)
+    world.registry = Registry(world.store, world.hub, world.clock, ["agent"])
+
+
+def deltas_after(frames: list[dict], index: int) -> list[int]:
+    return [f["seq"] for f in frames[index + 1 :] if f["type"] != "snapshot"]
+
+
+def test_a_reading_client_hit_by_a_burst_is_resynced_at_once(world):
+    """300 events in one window overflow a client that keeps reading: it gets a resync
+    snapshot (reason lagged) at the flush, current to the last event, and deltas go on
+    from it with no gap."""
+    coalescing(world)
+    a = world.registry.create("a")
+    server, client, pump = world.connect(InstancesProtocol, "/ws/instances")
+    for n in range(300):
+        world.registry.set_status(a, "running" if n % 2 else "unhealthy", pid=n + 1)
+    world.advance(0.1, step=0.01)
+    resyncs = [i for i, f in enumerate(client.frames) if f.get("resync")]
+    assert len(resyncs) == 1
+    resync = client.frames[resyncs[0]]
+    assert resync["reason"] == "lagged" and resync["seq"] == world.hub.seq
+    assert resync["instances"][0]["pid"] == 300
+    world.registry.set_status(a, "stopped")
+    world.advance(0.1, step=0.01)
+    assert deltas_after(client.frames, resyncs[0]) == [resync["seq"] + 1]
+    assert not server._subscription.lagged
+
+
+def test_no_data_frame_follows_our_close_frame(world):
+    """Once the server has sent its Close frame, deltas published meanwhile are not sent."""
+    a = world.registry.create("a")
+    server, client, pump = world.connect(InstancesProtocol, "/ws/instances")
+    server.close_going_away("server shutdown")
+    world.registry.set_status(a, "starting", pid=1)
+    server.pong()
+    pump.flush()
+    assert [f["type"] for f in client.frames] == ["snapshot"]
+    assert client.close == (1001, "server shutdown")
+
+
+def test_resume_replays_what_was_missed_then_goes_live(world):
+    """?since=S&epoch=E: a resumed frame, the missed events with their own seq and
+    timestamp, then live ones; no duplicate, no gap."""
+    a = world.registry.create("a")
+    epoch = world.registry.history.epoch
+    world.registry.set_status(a, "starting", pid=1)
+    since = world.hub.seq
+    world.registry.set_status(a, "running", pid=1)
+    world.registry.create("b")
+    missed = world.instance_frames.frames[-2:]
+    server, client, pump = world.connect(
+        InstancesProtocol, f"/ws/instances?since={since}&epoch={epoch}"
+    )
+    world.registry.set_status(a, "stopping", pid=1)
+    pump.flush()
+    assert client.frames[0] == {"type": "resumed", "since": since, "seq": since + 2, "epoch": epoch}
+    assert client.frames[1:3] == missed
+    assert [f["seq"] for f in client.frames[1:]] == [since + 1, since + 2, since + 3]
+
+
+@pytest.mark.parametrize(
+    ("query", "reason"),
+    [("since=0&epoch=other", "epoch"), ("since=99&epoch={epoch}", "future"), ("since=0", "epoch")],
+)
+def test_a_resume_that_cannot_replay_gets_a_resync_snapshot(world, query, reason):
+    """Another epoch or a seq from the future: a snapshot with resync and the reason."""
+    world.registry.create("a")
+    query = query.format(epoch=world.registry.history.epoch)
+    server, client, pump = world.connect(InstancesProtocol, f"/ws/instances?{query}")
+    first = client.frames[0]
+    assert first["type"] == "snapshot" and first["resync"] and first["reason"] == reason
+    assert first["epoch"] == world.registry.history.epoch
+
+
+def test_a_since_that_is_not_an_integer_is_a_bad_request(world):
+    """?since=abc: error bad_request, then close 4400."""
+    server, client, pump = world.connect(InstancesProtocol, "/ws/messages?since=abc")
+    assert client.frames[0]["code"] == "bad_request" and client.close[0] == 4400
+
+
+def test_the_log_stream_resumes_from_a_cursor(world):
+    """?cursor=C: backlog with resumed true and no lines, then the lines after C."""
+    path, server, client, pump = world.log_viewer("a")
+    with open(path, "ab") as f:
+        f.write(b"one\ntwo\n")
+    world.advance(1.0)
+    assert client.frames[-1]["lines"] == ["one", "two"]
+    cursor = client.frames[-1]["cursor"]
+    client.transport.loseConnection()
+    pump.flush()
+    with open(path, "ab") as f:
+        f.write(b"three\n")
+    server, client, pump = world.connect(LogsProtocol, f"/ws/instances/a/logs?cursor={cursor}")
+    world.advance(1.0)
+    assert client.frames[0]["resumed"] is True and client.frames[0]["lines"] == []
+    assert [line for f in client.frames[1:] for line in f["lines"]] == ["three"]
+
+
+def test_a_cursor_that_is_not_ours_is_a_bad_request(world):
+    """?cursor=garbage: error bad_request, then close 4400."""
+    world.log_viewer("a")
+    server, client, pump = world.connect(LogsProtocol, "/ws/instances/a/logs?cursor=garbage")
+    assert client.frames[-1]["code"] == "bad_request" and client.close[0] == 4400

@@ -6,30 +6,23 @@ its four integration tests, then the decisions of DESIGN.md section 4.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
 import socket
-import struct
 import zlib
 
 import pytest_twisted
 import treq
-from twisted.internet import defer, protocol
+from twisted.internet import protocol
 
-from tests.support import SLEEPER, get_json, post_json, sleep, wait_for
+from tests import wsraw
+from tests.hardening import raw
+from tests.support import create, get_json, post_json, sleep, wait_for
 from tests.wsclient import WSClient
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 CANARY = "sk-streamcanary0123456789"
-
-
-async def create(cp, name, **extra):
-    body = {"name": name, "command": SLEEPER, "health": "process", **extra}
-    code, instance = await post_json(cp.api("/instances"), body)
-    assert code == 201, instance
-    return instance
 
 
 def log_path(cp, name):
@@ -52,72 +45,25 @@ async def lines_until(client: WSClient, last: str) -> list[str]:
     return got
 
 
-class RawUpgrade(protocol.Protocol):
-    """Sends one upgrade request by hand and keeps whatever comes back."""
-
-    def __init__(self, request: bytes) -> None:
-        self.request = request
-        self.data = b""
-        self.lost: defer.Deferred = defer.Deferred()
-
-    def connectionMade(self) -> None:  # noqa: N802 (Twisted API)
-        self.transport.write(self.request)
-
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802 (Twisted API)
-        self.data += data
-
-    def connectionLost(self, reason) -> None:  # noqa: N802 (Twisted API)
-        self.lost.callback(self.data)
-
-
-def upgrade_request(port: int, path: str, **headers: str) -> bytes:
-    key = base64.b64encode(os.urandom(16)).decode()
-    lines = [
-        f"GET {path} HTTP/1.1",
-        f"Host: 127.0.0.1:{port}",
-        "Upgrade: websocket",
-        "Connection: Upgrade",
-        f"Sec-WebSocket-Key: {key}",
-        "Sec-WebSocket-Version: 13",
-        *(f"{k.replace('_', '-')}: {v}" for k, v in headers.items()),
-    ]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
-
-
-async def raw_upgrade(reactor, cp, path: str, **headers: str) -> RawUpgrade:
+async def raw_upgrade(
+    cp, path: str, headers: list[tuple[str, str]] = (), host: str | None = None
+) -> raw.Raw:
+    """An upgrade request sent by hand on a fresh connection, once the response head is in;
+    ``host`` replaces the Host header's ``127.0.0.1:PORT``."""
     port = cp.service.web.port.getHost().port
-    client = RawUpgrade(upgrade_request(port, path, **headers))
-    await protocol.ClientCreator(reactor, lambda: client).connectTCP("127.0.0.1", port)
-    await wait_for(lambda: b"\r\n\r\n" in client.data)
+    client = await raw.connect(port)
+    client.write(wsraw.upgrade(path, host or f"127.0.0.1:{port}", headers))
+    await client.until(lambda c: b"\r\n\r\n" in c.data, timeout=10)
     return client
-
-
-def server_frames(data: bytes) -> tuple[list[tuple[int, bytes]], int]:
-    """Unmasked server frames (opcode, payload) in raw bytes, and how many bytes they used."""
-    frames, position = [], 0
-    while position + 2 <= len(data):
-        opcode, length = data[position] & 0x0F, data[position + 1] & 0x7F
-        header = 2
-        if length == 126:
-            (length,) = struct.unpack("!H", data[position + 2 : position + 4])
-            header = 4
-        elif length == 127:
-            (length,) = struct.unpack("!Q", data[position + 2 : position + 10])
-            header = 10
-        if position + header + length > len(data):
-            break
-        frames.append((opcode, data[position + header : position + header + length]))
-        position += header + length
-    return frames, position
 
 
 # -- /ws/instances ---------------------------------------------------------------------
 
 
 @pytest_twisted.ensureDeferred
-async def test_ws_instances_upgrade(cp, reactor):
+async def test_ws_instances_upgrade(cp):
     """GET /ws/instances with Upgrade answers 101 Switching Protocols, no version leaked."""
-    client = await raw_upgrade(reactor, cp, "/ws/instances")
+    client = await raw_upgrade(cp, "/ws/instances")
     head = client.data.split(b"\r\n\r\n")[0].decode()
     assert head.startswith("HTTP/1.1 101 ")
     assert "autobahn" not in head.lower() and "twisted" not in head.lower()
@@ -127,8 +73,8 @@ async def test_ws_instances_upgrade(cp, reactor):
 @pytest_twisted.ensureDeferred
 async def test_ws_instances_snapshot(cp):
     """The first frame is a complete snapshot of active instances, with its seq."""
-    await create(cp, "a", port=18850)
-    await create(cp, "b")
+    await create(cp.url, "a", port=18850)
+    await create(cp.url, "b")
     await post_json(cp.api("/instances/b/archive"))
     client = await WSClient.connect(cp.url, "/ws/instances")
     snapshot = await client.frame()
@@ -142,7 +88,7 @@ async def test_ws_instances_snapshot(cp):
 @pytest_twisted.ensureDeferred
 async def test_ws_instances_delta_on_start(cp):
     """Starting an instance produces status_changed deltas (starting, then running) within 1 s."""
-    await create(cp, "a")
+    await create(cp.url, "a")
     client = await WSClient.connect(cp.url, "/ws/instances")
     snapshot = await client.frame()
     started = cp.service.web.port.reactor.seconds()
@@ -163,7 +109,7 @@ async def test_ws_instances_delta_on_create(cp):
     """Creating an instance produces instance_created."""
     client = await WSClient.connect(cp.url, "/ws/instances")
     await client.frame()
-    created = await create(cp, "a", port=18851)
+    created = await create(cp.url, "a", port=18851)
     delta = await client.frame(timeout=1)
     assert {k: delta[k] for k in ("type", "name", "id", "port", "status")} == {
         "type": "instance_created",
@@ -178,7 +124,7 @@ async def test_ws_instances_delta_on_create(cp):
 @pytest_twisted.ensureDeferred
 async def test_ws_instances_delta_on_archive(cp):
     """Archiving produces instance_archived; unarchive produces instance_unarchived."""
-    await create(cp, "a")
+    await create(cp.url, "a")
     client = await WSClient.connect(cp.url, "/ws/instances")
     await client.frame()
     await post_json(cp.api("/instances/a/archive"))
@@ -196,7 +142,7 @@ async def test_ws_instances_delta_on_every_lifecycle_operation(cp):
     client.send({"type": "set_include_archived", "value": True})
     await client.frame_of("snapshot")
     await client.frame_of("snapshot")
-    await create(cp, "a")
+    await create(cp.url, "a")
     await post_json(cp.api("/instances/a/start"))
     await post_json(cp.api("/instances/a/restart"))
     await post_json(cp.api("/instances/a/stop"))
@@ -227,8 +173,8 @@ async def test_ws_instances_delta_on_every_lifecycle_operation(cp):
 @pytest_twisted.ensureDeferred
 async def test_ws_instances_include_archived(cp):
     """set_include_archived answers with a snapshot and toggles archived visibility."""
-    await create(cp, "a")
-    await create(cp, "b")
+    await create(cp.url, "a")
+    await create(cp.url, "b")
     await post_json(cp.api("/instances/b/archive"))
     client = await WSClient.connect(cp.url, "/ws/instances")
     assert [i["name"] for i in (await client.frame())["instances"]] == ["a"]
@@ -243,10 +189,10 @@ async def test_ws_instances_include_archived(cp):
     assert (await client.frame())["type"] == "instance_deleted"
     client.send({"type": "set_include_archived", "value": False})
     assert (await client.frame())["include_archived"] is False
-    await create(cp, "c")
+    await create(cp.url, "c")
     await post_json(cp.api("/instances/c/archive"))
     await treq.delete(cp.api("/instances/c"))
-    await create(cp, "d")
+    await create(cp.url, "d")
     kinds = [(await client.frame())["type"] for _ in range(3)]
     assert kinds == ["instance_created", "instance_archived", "instance_created"]
     await client.close()
@@ -271,7 +217,7 @@ class StuckClient(protocol.Protocol):
             if b"\r\n\r\n" not in self.buffer:
                 return
             self.handshake, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
-        frames, used = server_frames(self.buffer)
+        frames, used = wsraw.server_frames(self.buffer)
         self.buffer = self.buffer[used:]
         self.parsed += [json.loads(payload) for opcode, payload in frames if opcode == 1]
 
@@ -282,10 +228,10 @@ class StuckClient(protocol.Protocol):
 @pytest_twisted.ensureDeferred
 async def test_ws_instances_lagged_resnapshot(cp, reactor):
     """A client that stops reading is not sent stale deltas: it gets a resync snapshot."""
-    instance = await create(cp, "a")
+    instance = await create(cp.url, "a")
     registry = cp.registry
     port = cp.service.web.port.getHost().port
-    stuck = StuckClient(upgrade_request(port, "/ws/instances"))
+    stuck = StuckClient(wsraw.upgrade("/ws/instances", f"127.0.0.1:{port}"))
     await protocol.ClientCreator(reactor, lambda: stuck).connectTCP("127.0.0.1", port)
     await wait_for(lambda: stuck.frames())
     stuck.transport.pauseProducing()
@@ -326,7 +272,7 @@ async def test_ws_instances_lagged_resnapshot(cp, reactor):
 @pytest_twisted.ensureDeferred
 async def test_ws_logs_backlog(cp):
     """The backlog holds the last N lines (default 100, clamped to 1000)."""
-    await create(cp, "a")
+    await create(cp.url, "a")
     path = log_path(cp, "a")
     append(path, b"".join(b"line %d\n" % i for i in range(1500)))
     for query, count in (("", 100), ("?backlog=7", 7), ("?backlog=0", 0), ("?backlog=5000", 1000)):
@@ -340,14 +286,16 @@ async def test_ws_logs_backlog(cp):
 @pytest_twisted.ensureDeferred
 async def test_ws_logs_new_lines(cp, reactor):
     """Lines appended to the file arrive as a lines frame within 1 s."""
-    await create(cp, "a")
+    await create(cp.url, "a")
     path = log_path(cp, "a")
     client = await WSClient.connect(cp.url, "/ws/instances/a/logs")
     assert (await client.frame())["lines"] == []
     started = reactor.seconds()
     append(path, b"hello\nworld\n")
     frame = await client.frame(timeout=1)
+    cursor = frame.pop("cursor")
     assert frame == {"type": "lines", "lines": ["hello", "world"], "count": 2}
+    assert isinstance(cursor, str) and cursor
     assert reactor.seconds() - started < 1
     await client.close()
 
@@ -355,7 +303,7 @@ async def test_ws_logs_new_lines(cp, reactor):
 @pytest_twisted.ensureDeferred
 async def test_ws_logs_rotation(cp):
     """A rename rotation drains the old file, then sends rotated, then the new file."""
-    await create(cp, "a")
+    await create(cp.url, "a")
     path = log_path(cp, "a")
     append(path, b"before\n")
     client = await WSClient.connect(cp.url, "/ws/instances/a/logs")
@@ -375,7 +323,7 @@ async def test_ws_logs_rotation(cp):
 @pytest_twisted.ensureDeferred
 async def test_ws_logs_rotation_by_restart(cp):
     """Restarting an instance rotates its log; the viewer sees its old lines, then rotated."""
-    await create(cp, "a")
+    await create(cp.url, "a")
     client = await WSClient.connect(cp.url, "/ws/instances/a/logs")
     await client.frame()
     await post_json(cp.api("/instances/a/start"))
@@ -402,7 +350,7 @@ async def test_ws_logs_nonexistent_instance(cp):
 @pytest_twisted.ensureDeferred
 async def test_ws_logs_bad_backlog(cp):
     """A negative or non-integer backlog gets bad_request, then close 4400."""
-    await create(cp, "a")
+    await create(cp.url, "a")
     for value in ("-1", "many", "1.5"):
         client = await WSClient.connect(cp.url, f"/ws/instances/a/logs?backlog={value}")
         frame = await client.frame()
@@ -415,7 +363,7 @@ async def test_ws_logs_bad_backlog(cp):
 
 async def messaging_pair(cp):
     for name in ("a", "b", "c"):
-        await create(cp, name)
+        await create(cp.url, name)
     for source, target in (("a", "b"), ("c", "b"), ("b", "c")):
         code, _ = await post_json(
             cp.api("/routing-rules"),
@@ -553,7 +501,7 @@ async def test_ws_no_secrets_in_message_stream(cp):
 @pytest_twisted.ensureDeferred
 async def test_ws_keepalive(cp, reactor):
     """A ping frame is answered by a pong at once, on every stream."""
-    await create(cp, "a")
+    await create(cp.url, "a")
     for path in ("/ws/instances", "/ws/messages", "/ws/instances/a/logs"):
         client = await WSClient.connect(cp.url, path)
         await client.frame()
@@ -587,7 +535,7 @@ async def test_ws_idle_disconnect(data_dir):
 @pytest_twisted.ensureDeferred
 async def test_ws_graceful_shutdown(cp, reactor):
     """Stopping the service sends close 1001 'server shutdown' to every client, then stops."""
-    await create(cp, "a")
+    await create(cp.url, "a")
     clients = [
         await WSClient.connect(cp.url, path)
         for path in ("/ws/instances", "/ws/messages", "/ws/instances/a/logs") * 3
@@ -626,7 +574,7 @@ STREAM_PATHS = ("/ws/instances", "/ws/messages", "/ws/instances/limits/logs")
 @pytest_twisted.ensureDeferred
 async def test_oversized_client_message_closes_with_1009(cp):
     """On every stream a client message over 64 KiB closes with 1009; 64 KiB exactly is fine."""
-    await create(cp, "limits")
+    await create(cp.url, "limits")
     log_path(cp, "limits").touch()
     for path in STREAM_PATHS:
         client = await WSClient.connect(cp.url, path)
@@ -640,7 +588,7 @@ async def test_oversized_client_message_closes_with_1009(cp):
 @pytest_twisted.ensureDeferred
 async def test_compressed_oversized_message_closes_with_1009(cp):
     """With permessage-deflate the 64 KiB limit holds for the inflated size (no zip bomb)."""
-    await create(cp, "bomb")
+    await create(cp.url, "bomb")
     log_path(cp, "bomb").touch()
     client = await WSClient.connect(cp.url, "/ws/instances/bomb/logs", compress=True)
     assert client.compressed
@@ -653,10 +601,10 @@ async def test_compressed_oversized_message_closes_with_1009(cp):
 
 
 @pytest_twisted.ensureDeferred
-async def test_unknown_paths_and_plain_gets(cp, reactor):
+async def test_unknown_paths_and_plain_gets(cp):
     """Unknown /ws/ paths are 404 before any upgrade; a plain GET is a JSON 400."""
     for path in ("/ws/nothing", "/ws/instances/a/other", "/ws/instances/a", "/ws/messages/x"):
-        client = await raw_upgrade(reactor, cp, path)
+        client = await raw_upgrade(cp, path)
         assert client.data.startswith(b"HTTP/1.1 404 "), (path, client.data)
     response = await treq.get(cp.url + "/ws/instances?redirect=http://evil.example")
     body = await response.content()
@@ -665,18 +613,18 @@ async def test_unknown_paths_and_plain_gets(cp, reactor):
 
 
 @pytest_twisted.ensureDeferred
-async def test_foreign_origin_is_refused_before_upgrade(cp, reactor):
+async def test_foreign_origin_is_refused_before_upgrade(cp):
     """A foreign Origin gets 403 and no frame; same-origin upgrades."""
     port = cp.service.web.port.getHost().port
-    refused = await raw_upgrade(reactor, cp, "/ws/instances", Origin="http://evil.example")
+    refused = await raw_upgrade(cp, "/ws/instances", [("Origin", "http://evil.example")])
     assert refused.data.startswith(b"HTTP/1.1 403 ")
-    allowed = await raw_upgrade(reactor, cp, "/ws/instances", Origin=f"http://127.0.0.1:{port}")
+    allowed = await raw_upgrade(cp, "/ws/instances", [("Origin", f"http://127.0.0.1:{port}")])
     assert allowed.data.startswith(b"HTTP/1.1 101 ")
     allowed.transport.loseConnection()
 
 
 @pytest_twisted.ensureDeferred
-async def test_connection_cap_answers_503(data_dir, reactor):
+async def test_connection_cap_answers_503(data_dir):
     """Past --max-connections the next upgrade is 503; open streams are unaffected."""
     from tests.conftest import build_control_plane
 
@@ -685,8 +633,8 @@ async def test_connection_cap_answers_503(data_dir, reactor):
     try:
         clients = [await WSClient.connect(service.web.url, "/ws/instances") for _ in range(2)]
         port = service.web.port.getHost().port
-        over = RawUpgrade(upgrade_request(port, "/ws/messages"))
-        await protocol.ClientCreator(reactor, lambda: over).connectTCP("127.0.0.1", port)
+        over = await raw.connect(port)
+        over.write(wsraw.upgrade("/ws/messages", f"127.0.0.1:{port}"))
         await wait_for(lambda: b"\r\n\r\n" in over.data)
         assert over.data.startswith(b"HTTP/1.1 503 ")
         clients[0].send({"type": "ping"})
@@ -706,7 +654,7 @@ async def test_integration_dashboard_sees_every_delta(cp):
     """Connect a dashboard client; create/start/stop/archive; every delta arrives."""
     client = await WSClient.connect(cp.url, "/ws/instances")
     await client.frame()
-    await create(cp, "a")
+    await create(cp.url, "a")
     await post_json(cp.api("/instances/a/start"))
     await wait_for(lambda: cp.registry.get("a").status == "running")
     await post_json(cp.api("/instances/a/stop"))
@@ -729,7 +677,7 @@ async def test_integration_dashboard_sees_every_delta(cp):
 @pytest_twisted.ensureDeferred
 async def test_integration_log_written_externally_streams(cp):
     """Open a log stream, write to the file from outside, see the lines."""
-    await create(cp, "a")
+    await create(cp.url, "a")
     path = log_path(cp, "a")
     client = await WSClient.connect(cp.url, "/ws/instances/a/logs")
     await client.frame()
@@ -750,7 +698,7 @@ async def test_integration_multiple_clients_receive_the_same_events(cp):
     for client in clients:
         await client.frame()
     for name in ("a", "b", "c"):
-        await create(cp, name)
+        await create(cp.url, name)
     for client in clients:
         await wait_for(lambda c=client: len(c.raw) == 4)
     assert len({tuple(c.raw[1:]) for c in clients}) == 1
@@ -761,7 +709,7 @@ async def test_integration_multiple_clients_receive_the_same_events(cp):
 @pytest_twisted.ensureDeferred
 async def test_integration_rest_polling_alongside_streams(cp):
     """REST keeps answering unchanged while streams are open."""
-    await create(cp, "a")
+    await create(cp.url, "a")
     clients = [
         await WSClient.connect(cp.url, path)
         for path in ("/ws/instances", "/ws/messages", "/ws/instances/a/logs")
@@ -783,7 +731,7 @@ async def test_integration_rest_polling_alongside_streams(cp):
 @pytest_twisted.ensureDeferred
 async def test_snapshot_and_subscription_leave_no_gap(cp, reactor):
     """Clients connecting while events flow see contiguous seqs after their snapshot."""
-    await create(cp, "a")
+    await create(cp.url, "a")
     target = cp.registry.get("a")
     clients = []
     for round_ in range(10):
@@ -802,7 +750,7 @@ async def test_snapshot_and_subscription_leave_no_gap(cp, reactor):
 async def test_server_frames_may_exceed_the_client_message_limit(cp):
     """Backlogs, batches and snapshots over 64 KiB are sent whole (the limit is inbound)."""
     for n in range(500):
-        await create(cp, f"agent-with-a-rather-long-name-{n:04d}", port=20000 + n)
+        await create(cp.url, f"agent-with-a-rather-long-name-{n:04d}", port=20000 + n)
     client = await WSClient.connect(cp.url, "/ws/instances")
     snapshot = await client.frame()
     assert len(snapshot["instances"]) == 500 and len(client.raw[0]) > 65536

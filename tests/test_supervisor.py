@@ -365,3 +365,37 @@ async def test_an_exit_after_the_supervisor_stopped_records_nothing(setup):
     registry = Registry(setup.store, setup.hub, setup.clock, SLEEPER)
     setup.new_supervisor(registry)
     assert (registry.get("a").status, registry.get("a").pid) == ("crashed", None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_crash_waiting_for_its_restart_is_restarted_by_the_next_supervisor(setup):
+    """An instance crashed and waiting out its backoff when the control plane stopped is
+    started by the next one (it used to stay crashed for good)."""
+    instance = setup.registry.create("a", health="process")
+    setup.supervisor.start(instance)
+    await wait_for(lambda: group_members(instance.pid))
+    os.killpg(instance.pid, 9)
+    await wait_for(lambda: instance.status == "crashed")
+    await setup.supervisor.stopService()
+    registry = setup.new_registry()
+    setup.new_supervisor(registry)
+    again = registry.get("a")
+    assert again.status == "crashed"
+    setup.clock.advance(1.0)
+    assert again.status == "starting" and again.pid
+    setup.registry = registry
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_exit_is_published_with_its_code_or_signal(setup):
+    """A crash's status_changed carries how the child ended: its code or its signal."""
+    instance = setup.registry.create("a", health="process", restart="never")
+    setup.supervisor.start(instance)
+    await wait_for(lambda: group_members(instance.pid))
+    os.killpg(instance.pid, 9)
+    await wait_for(lambda: instance.status == "crashed")
+    assert setup.events[-1]["exit"] == {"signal": "SIGKILL"}
+    crasher = setup.registry.create("b", health="process", restart="never", command=CRASHER)
+    setup.supervisor.start(crasher)
+    await wait_for(lambda: crasher.status == "crashed")
+    assert setup.events[-1]["exit"] == {"code": 3}

@@ -69,6 +69,17 @@ def alive(pid: int) -> bool:
     return True
 
 
+def exit_of(ended: Any) -> dict[str, Any]:
+    """``{"signal": NAME}`` for a child killed by a signal, else ``{"code": N}``."""
+    signum = getattr(ended, "signal", None)
+    if signum:
+        try:
+            return {"signal": signal.Signals(signum).name}
+        except ValueError:
+            return {"signal": str(signum)}
+    return {"code": getattr(ended, "exitCode", None) or 0}
+
+
 @dataclass(eq=False)
 class Run:
     """One live child (spawned here, or adopted from an earlier control plane)."""
@@ -83,6 +94,12 @@ class Run:
     probing: bool = False
     waiters: list[defer.Deferred] = field(default_factory=list)
     child: _Child | None = None
+
+    @property
+    def exit(self) -> dict[str, Any] | None:
+        """How the child ended: ``{"code": N}`` or ``{"signal": "SIGKILL"}`` (``None``:
+        unknown, for an adopted child that is not ours to reap)."""
+        return self.child.exit if self.child is not None else None
 
     def cancel_timers(self) -> None:
         for call in (self.timer, self.kill_timer):
@@ -104,12 +121,14 @@ class _Child(ProcessProtocol):
         self.pid: int | None = None
         self._ended: Callable[[], None] | None = None
         self._exited = False
+        self.exit: dict[str, Any] | None = None
 
     def connectionMade(self) -> None:  # noqa: N802 (Twisted API)
         self.pid = self.transport.pid
 
     def processEnded(self, reason: Failure) -> None:  # noqa: N802 (Twisted API)
         self._exited = True
+        self.exit = exit_of(reason.value)
         if self._ended is not None:
             self._ended()
 

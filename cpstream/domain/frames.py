@@ -49,43 +49,46 @@ def isotime(seconds: float) -> str:
 # -- /ws/instances -------------------------------------------------------------
 
 
-def instance_created(instance: Instance) -> Frame:
-    return {
-        "type": "instance_created",
-        "name": instance.name,
-        "id": instance.id,
-        "port": instance.port,
-        "status": instance.status,
-    }
+def _about(kind: str, instance: Instance, **fields: Any) -> Frame:
+    """An event about one instance: ``type``, ``name`` and ``id`` first."""
+    return {"type": kind, "name": instance.name, "id": instance.id, **fields}
 
 
-def status_changed(instance: Instance) -> Frame:
-    return {
-        "type": "status_changed",
-        "name": instance.name,
-        "id": instance.id,
-        "status": instance.status,
-        "pid": instance.pid,
-        "started_at": instance.started_at,
-    }
+def instance_created(instance: Instance, cloned_from: str | None = None) -> Frame:
+    frame = _about("instance_created", instance, port=instance.port, status=instance.status)
+    if cloned_from is not None:
+        frame["cloned_from"] = cloned_from
+    return frame
+
+
+def status_changed(instance: Instance, exit: dict[str, Any] | None = None) -> Frame:
+    """A status change; ``exit`` (``{"code": N}`` or ``{"signal": "SIGKILL"}``) when the
+    change was the child's exit and its reason is known."""
+    frame = _about(
+        "status_changed",
+        instance,
+        status=instance.status,
+        pid=instance.pid,
+        started_at=instance.started_at,
+    )
+    if exit is not None:
+        frame["exit"] = exit
+    return frame
 
 
 def instance_archived(instance: Instance) -> Frame:
-    return {"type": "instance_archived", "name": instance.name, "id": instance.id}
+    return _about("instance_archived", instance)
 
 
-def instance_unarchived(instance: Instance) -> Frame:
-    return {
-        "type": "instance_unarchived",
-        "name": instance.name,
-        "id": instance.id,
-        "port": instance.port,
-        "status": instance.status,
-    }
+def instance_unarchived(instance: Instance, status: str | None = None) -> Frame:
+    """An unarchived instance, with the status it comes back with (by default, its own)."""
+    return _about(
+        "instance_unarchived", instance, port=instance.port, status=status or instance.status
+    )
 
 
 def instance_deleted(instance: Instance) -> Frame:
-    return {"type": "instance_deleted", "name": instance.name, "id": instance.id}
+    return _about("instance_deleted", instance)
 
 
 def instance_in_snapshot(instance: Instance) -> Frame:
@@ -101,22 +104,38 @@ def instance_in_snapshot(instance: Instance) -> Frame:
     }
 
 
-def instances_snapshot(instances: Iterable[Instance], include_archived: bool, seq: int) -> Frame:
+def instances_snapshot(
+    instances: Iterable[Instance], include_archived: bool, seq: int, epoch: str
+) -> Frame:
     """A ``/ws/instances`` snapshot, current to ``seq``."""
     return {
         "type": "snapshot",
         "instances": [instance_in_snapshot(i) for i in instances],
         "include_archived": include_archived,
         "seq": seq,
+        "epoch": epoch,
     }
+
+
+def stamped(frame: Frame, seq: int, timestamp: str) -> Frame:
+    """An event as the stream sends it: its ``seq`` (its row's id) and ``timestamp`` last."""
+    return {**frame, "seq": seq, "timestamp": timestamp}
+
+
+def instance_event(row: dict[str, Any]) -> Frame:
+    """An ``instance_events`` row as its frame (the same dict as when it was published)."""
+    frame = {"type": row["type"], "name": row["name"], "id": row["instance_id"], **row["data"]}
+    return stamped(frame, row["id"], row["timestamp"])
 
 
 # -- /ws/messages --------------------------------------------------------------
 
 
-def message_event(message: dict[str, Any], event: str, detail: str | None, timestamp: str) -> Frame:
+def message_event(
+    message: dict[str, Any], event: str, detail: str | None, seq: int, timestamp: str
+) -> Frame:
     """One message state transition: metadata only, never the payload."""
-    return {
+    frame = {
         "type": "message_event",
         "message_id": message["id"],
         "event": event,
@@ -125,8 +144,20 @@ def message_event(message: dict[str, Any], event: str, detail: str | None, times
         "message_type": message["message_type"],
         "correlation_id": message["correlation_id"],
         "detail": detail,
-        "timestamp": timestamp,
     }
+    return stamped(frame, seq, timestamp)
+
+
+def message_event_row(row: dict[str, Any]) -> Frame:
+    """A ``message_events`` row as its frame (the same dict as when it was published)."""
+    message = {
+        "id": row["message_id"],
+        "from_instance": row["from_instance"],
+        "to_instance": row["to_instance"],
+        "message_type": row["message_type"],
+        "correlation_id": row["correlation_id"],
+    }
+    return message_event(message, row["event"], row["detail"], row["id"], row["timestamp"])
 
 
 def stored_message_event(row: dict[str, Any]) -> Frame:
@@ -143,13 +174,24 @@ def stored_message_event(row: dict[str, Any]) -> Frame:
     }
 
 
-def messages_snapshot(rows: Iterable[dict[str, Any]], seq: int) -> Frame:
+def messages_snapshot(rows: Iterable[dict[str, Any]], seq: int, epoch: str) -> Frame:
     """A ``/ws/messages`` snapshot: recent events, oldest first, current to ``seq``."""
     return {
         "type": "snapshot",
         "recent_events": [stored_message_event(row) for row in rows],
         "seq": seq,
+        "epoch": epoch,
     }
+
+
+def resync(snapshot: Frame, reason: str) -> Frame:
+    """A snapshot sent instead of deltas: ``lagged``, ``epoch``, ``expired`` or ``future``."""
+    return {**snapshot, "resync": True, "reason": reason}
+
+
+def resumed(since: int, seq: int, epoch: str) -> Frame:
+    """The first frame of a resumed stream: the missed events follow, then live ones."""
+    return {"type": "resumed", "since": since, "seq": seq, "epoch": epoch}
 
 
 # -- every stream ----------------------------------------------------------------
@@ -166,13 +208,30 @@ def error(code: str, message: str) -> Frame:
 # -- /ws/instances/NAME/logs -------------------------------------------------------
 
 
-def backlog(lines: list[str]) -> Frame:
-    return {"type": "backlog", "lines": lines, "count": len(lines)}
+def backlog(lines: list[str], cursor: str, resumed: bool | None = None) -> Frame:
+    """The first frame: the last lines, or (``resumed``) none when a cursor was given.
+
+    ``resumed`` is absent without a cursor, ``true`` when the stream goes on
+    right after it, and ``false`` with ``gap`` when its bytes are no longer on
+    disk (then ``lines`` is the normal tail).
+    """
+    frame: Frame = {"type": "backlog", "lines": lines, "count": len(lines), "cursor": cursor}
+    if resumed is not None:
+        frame["resumed"] = resumed
+        if not resumed:
+            frame["gap"] = True
+    return frame
 
 
-def lines(batch: list[str]) -> Frame:
-    return {"type": "lines", "lines": batch, "count": len(batch)}
+def lines(batch: list[str], cursor: str) -> Frame:
+    """New complete lines; ``cursor`` is the position right after the last one."""
+    return {"type": "lines", "lines": batch, "count": len(batch), "cursor": cursor}
 
 
 def rotated() -> Frame:
     return {"type": "rotated"}
+
+
+def gap(reason: str, lost_bytes: int) -> Frame:
+    """Bytes the viewer had not read are gone (at least ``lost_bytes`` of them)."""
+    return {"type": "gap", "reason": reason, "lost_bytes": lost_bytes}

@@ -1,6 +1,7 @@
 """Fan-out of one stream kind to its subscribers.
 
-``publish`` stamps a per-kind ``seq`` and a ``timestamp``, encodes the frame
+``publish`` takes an event already stamped with its ``seq`` (the id of its
+row in the kind's append-only table) and ``timestamp``, encodes the frame
 once and offers the same object to every subscription whose filter accepts the
 event. The hub does no I/O of its own: it hands frames to each subscriber's
 :meth:`Subscriber.write_frames`, which writes them. Arrows point one way: the
@@ -9,8 +10,10 @@ resumes its subscription through methods.
 
 A subscription buffers at most ``size`` frames in a ``DeferredQueue``; the
 offer that would overflow it marks it lagged and empties it, so a stuck
-client costs a bounded amount of memory and is later resynchronised with a
-fresh snapshot instead of stale deltas. Only this module touches the queue.
+client costs a bounded amount of memory. A lagged subscription is handed no
+more frames: at its next flush while it can write (at once for a reading
+client hit by a burst, on resume for a paused one) its subscriber is told to
+:meth:`~Subscriber.resync`, and the lag clears. Only this module touches the queue.
 """
 
 from __future__ import annotations
@@ -21,8 +24,6 @@ from typing import Any, Protocol
 
 from twisted.internet.defer import DeferredQueue, QueueOverflow
 from twisted.internet.interfaces import IReactorTime
-
-from cpstream.domain.frames import isotime
 
 Event = dict[str, Any]
 QUEUE_SIZE = 256
@@ -39,6 +40,9 @@ class Subscriber(Protocol):
 
     def write_frames(self, frames: Sequence[Any]) -> None:
         """Write these prepared frames now, in order."""
+
+    def resync(self) -> None:
+        """Frames were dropped: send a fresh snapshot now (then call ``resynced``)."""
 
 
 class Subscription:
@@ -87,8 +91,9 @@ class Subscription:
     # -- the hub's side ---------------------------------------------------------
 
     def offer(self, frame: Any, at_once: bool) -> bool:
-        """Hand ``frame`` over now if allowed and possible, else queue it; True if queued."""
-        if at_once and not self.paused and not self._queue.pending:
+        """Hand ``frame`` over now if allowed and possible, else queue it; True if the
+        subscription needs a flush."""
+        if at_once and not self.paused and not self.lagged and not self._queue.pending:
             self._subscriber.write_frames((frame,))
             return False
         self._hold(frame)
@@ -105,15 +110,22 @@ class Subscription:
             self._queue.pending.clear()
 
     def flush(self) -> None:
-        """Hand everything queued to the subscriber in one call, if it can write now."""
-        if self.paused or not self._queue.pending:
+        """Hand everything queued to the subscriber in one call, if it can write now; a
+        lagged one is told to resync instead."""
+        if self.paused:
+            return
+        if self.lagged:
+            self._subscriber.resync()
+            return
+        if not self._queue.pending:
             return
         frames, self._queue.pending = self._queue.pending, []
         self._subscriber.write_frames(frames)
 
 
 class Hub:
-    """The publish point of one stream kind (instances or messages).
+    """The publish point of one stream kind (instances or messages); ``seq`` is the
+    last event's.
 
     An event published after a quiet spell goes out at once. Events that follow
     within the window after a send (``coalesce`` seconds, or as long as that send
@@ -128,6 +140,7 @@ class Hub:
         prepare: Callable[[bytes], Any] = bytes,
         queue_size: int = QUEUE_SIZE,
         coalesce: float = COALESCE,
+        seq: int = 0,
     ) -> None:
         self._clock = clock
         self._prepare = prepare
@@ -138,18 +151,13 @@ class Hub:
         self._last_send = float("-inf")
         self._window = coalesce
         self._flush_call: Any = None
-        self.seq = 0
+        self.seq = seq
 
-    def publish(self, event: Event) -> Event:
-        """Stamp, encode once and fan out one event; returns the stamped event.
-
-        An event that already carries the ``timestamp`` of its change keeps it.
-        """
-        self.seq += 1
-        fields = dict(event)
+    def publish(self, event: Event) -> None:
+        """Encode once and fan out one event stamped with its ``seq`` and ``timestamp``."""
+        assert event["seq"] > self.seq, (event["seq"], self.seq)
+        self.seq = event["seq"]
         now = self._clock.seconds()
-        stamp = fields.pop("timestamp", None) or isotime(now)
-        event = {**fields, "seq": self.seq, "timestamp": stamp}
         at_once = self._flush_call is None and now - self._last_send >= self._window
         frame = None
         for subscription in list(self._subscriptions):
@@ -163,7 +171,6 @@ class Hub:
         if self._dirty and self._flush_call is None:
             delay = max(0.0, self._last_send + self._window - now)
             self._flush_call = self._clock.callLater(delay, self._flush)
-        return event
 
     def _flush(self) -> None:
         self._flush_call = None

@@ -3,13 +3,15 @@
 Children append to ``DATA/instances/NAME/logs/daemon.log`` directly. The file
 rotates by rename on every start (``daemon.log.1`` .. ``.5``) and by
 copy-then-truncate when it outgrows its cap while the child holds it open.
-Reading never loads a whole file: tails are read backwards in blocks.
+The cap tells its listeners (the log tailers) what it copied, so that a
+viewer behind the cap finishes the old bytes from the copy. Reading never
+loads a whole file: tails are read backwards in blocks.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -18,6 +20,10 @@ SIZE_CAP = 16 * 1024 * 1024
 MAX_LINE = 64 * 1024
 CUT_MARKER = " [... line cut at 64 KiB]"
 _BLOCK = 64 * 1024
+# Copy-then-truncate copies what the child wrote meanwhile too, up to this many times.
+_CATCH_UP = 4
+
+Capped = Callable[[Path, Path, int], None]
 
 
 def decode_line(raw: bytes, max_line: int = MAX_LINE) -> str:
@@ -40,20 +46,23 @@ def read_tail(path: Path, count: int, max_line: int = MAX_LINE) -> tuple[list[st
 def tail_of(f: BinaryIO, count: int, max_line: int = MAX_LINE) -> tuple[list[str], int]:
     """The last ``count`` complete lines of an open file and the offset just past them.
 
-    Reads backwards from the end in blocks, never the whole file; a partial
-    last line (no newline yet) is left for later, so the offset points at its
-    start.
+    Reads backwards from the end in blocks, never the whole file, counting the
+    newlines of each block once (linear in what it reads); a partial last line
+    (no newline yet) is left for later, so the offset points at its start.
     """
     fd = f.fileno()
     end = os.fstat(fd).st_size
-    position, tail = end, b""
-    while position > 0:
+    blocks: list[bytes] = []
+    newlines, read, position = 0, 0, end
+    limit = max(count, 1) * (max_line + 1)
+    while position > 0 and newlines <= count and read <= limit:
         step = min(_BLOCK, position)
         position -= step
-        tail = os.pread(fd, step, position) + tail
-        enough = tail.count(b"\n") > count
-        if enough or len(tail) > max(count, 1) * (max_line + 1):
-            break
+        block = os.pread(fd, step, position)
+        blocks.append(block)
+        newlines += block.count(b"\n")
+        read += len(block)
+    tail = b"".join(reversed(blocks))
     complete_end = tail.rfind(b"\n") + 1
     offset = end - len(tail) + complete_end
     raw_lines = tail[:complete_end].split(b"\n")[:-1]
@@ -81,6 +90,11 @@ def read_page(path: Path, first: int, count: int, max_line: int = MAX_LINE) -> l
     return lines
 
 
+def numbered(path: Path, number: int) -> Path:
+    """``daemon.log.N``: the N-th older log beside ``path``."""
+    return path.with_name(f"{path.name}.{number}")
+
+
 class LogFiles:
     """The log directory layout and rotation for every instance."""
 
@@ -88,10 +102,19 @@ class LogFiles:
         self._root = root
         self.keep = keep
         self.size_cap = size_cap
+        self._capped: list[Capped] = []
 
     def path(self, name: str) -> Path:
         """The current log file of instance ``name``."""
         return self._root / "instances" / name / "logs" / "daemon.log"
+
+    def history(self, path: Path) -> list[Path]:
+        """The log at ``path`` and its older files, newest first."""
+        return [path, *(numbered(path, n) for n in range(1, self.keep + 1))]
+
+    def when_capped(self, listener: Capped) -> None:
+        """Call ``listener(path, copy, size)`` after each copy-then-truncate."""
+        self._capped.append(listener)
 
     def open_for_child(self, name: str) -> int:
         """Rotate by rename, then open a fresh ``daemon.log`` for appending."""
@@ -99,11 +122,16 @@ class LogFiles:
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.exists() and path.stat().st_size > 0:
             self._shift(path)
-            path.rename(self._numbered(path, 1))
+            path.rename(numbered(path, 1))
         return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
 
     def cap(self, name: str) -> bool:
-        """Copy-then-truncate the log if it passed the size cap; ``True`` if it did."""
+        """Copy-then-truncate the log if it passed the size cap; ``True`` if it did.
+
+        The copy takes what the child appends while it is made, so only bytes
+        written in the instant between the last look and the truncation can be
+        lost (the child holds the file open, so a rename cannot rotate it).
+        """
         path = self.path(name)
         try:
             if path.stat().st_size <= self.size_cap:
@@ -111,18 +139,36 @@ class LogFiles:
         except FileNotFoundError:
             return False
         self._shift(path)
-        shutil.copyfile(path, self._numbered(path, 1))
-        os.truncate(path, 0)
+        copy = numbered(path, 1)
+        spare = copy.with_name(copy.name + ".tmp")
+        with open(path, "rb") as source, open(spare, "wb") as target:
+            copied = 0
+            for _ in range(_CATCH_UP):
+                size = os.fstat(source.fileno()).st_size
+                if size <= copied:
+                    break
+                copied += _copy_range(source.fileno(), target.fileno(), copied, size - copied)
+            os.truncate(path, 0)
+        spare.rename(copy)
+        for listener in self._capped:
+            listener(path, copy, copied)
         return True
 
     def _shift(self, path: Path) -> None:
         """Make room for a new ``.1``: ``.4`` -> ``.5`` and so on; the oldest goes."""
-        self._numbered(path, self.keep).unlink(missing_ok=True)
+        numbered(path, self.keep).unlink(missing_ok=True)
         for number in range(self.keep - 1, 0, -1):
-            older = self._numbered(path, number)
+            older = numbered(path, number)
             if older.exists():
-                older.rename(self._numbered(path, number + 1))
+                older.rename(numbered(path, number + 1))
 
-    @staticmethod
-    def _numbered(path: Path, number: int) -> Path:
-        return path.with_name(f"{path.name}.{number}")
+
+def _copy_range(source: int, target: int, offset: int, count: int) -> int:
+    """Append ``count`` bytes of ``source`` from ``offset`` to ``target``; how many it did."""
+    done = 0
+    while done < count:
+        sent = os.sendfile(target, source, offset + done, count - done)
+        if sent == 0:
+            break
+        done += sent
+    return done

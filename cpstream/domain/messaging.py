@@ -18,7 +18,8 @@ from typing import Any
 
 from cpstream.domain import frames
 from cpstream.domain.errors import Conflict, Invalid, NotFound, TooLarge
-from cpstream.domain.frames import isotime
+from cpstream.domain.frames import Frame, isotime
+from cpstream.domain.history import History
 from cpstream.domain.hub import Hub
 from cpstream.domain.redact import redact, redact_text
 from cpstream.domain.routing import TYPE_RE, RoutingRules
@@ -52,6 +53,15 @@ class Messaging:
         self._rules = rules
         self.lease_secs = lease_secs
         self._listeners: list[Callable[[str], None]] = []
+        self.history = History(
+            store.meta.get("epoch"),
+            hub,
+            self._missed,
+            lambda: int(store.meta.get("pruned:message_events")),
+        )
+
+    def _missed(self, since: int, limit: int) -> list[Frame]:
+        return [frames.message_event_row(row) for row in self._rows.events_after(since, limit)]
 
     def _now(self, later: float = 0.0) -> str:
         return isotime(self._clock.seconds() + later)
@@ -118,8 +128,8 @@ class Messaging:
             self._rows.insert(message)
             if key is not None:
                 self._rows.remember_key(sender, key, message["id"], now)
-            self._rows.append_event(message["id"], "queued", None, now)
-        self._hub.publish(frames.message_event(message, "queued", None, now))
+            seq = self._rows.append_event(message, "queued", None, now)
+        self._hub.publish(frames.message_event(message, "queued", None, seq, now))
         self._available(recipient)
         return {"id": message["id"], "status": "queued", "expires_at": message["expires_at"]}
 
@@ -231,7 +241,7 @@ class Messaging:
     def snapshot(self, instance: str | None, correlation_id: str | None) -> dict[str, Any]:
         """A ``/ws/messages`` snapshot: the last 100 matching events, oldest first."""
         rows = self._rows.recent_events(instance, correlation_id, 100)
-        return frames.messages_snapshot(rows, self._hub.seq)
+        return frames.messages_snapshot(rows, self._hub.seq, self.history.epoch)
 
     def _get(self, message_id: str) -> dict[str, Any]:
         message = self._rows.get(message_id)
@@ -249,8 +259,9 @@ class Messaging:
         fields["updated_at"] = now
         with self._store.transaction():
             self._rows.update(message["id"], **fields)
-            for event, detail in events:
-                self._rows.append_event(message["id"], event, detail, now)
+            seqs = [
+                self._rows.append_event(message, event, detail, now) for event, detail in events
+            ]
         message.update(fields)
-        for event, detail in events:
-            self._hub.publish(frames.message_event(message, event, detail, now))
+        for (event, detail), seq in zip(events, seqs, strict=True):
+            self._hub.publish(frames.message_event(message, event, detail, seq, now))

@@ -1,21 +1,26 @@
 """The instance table: the one place an instance changes.
 
-Every change writes the store first and then publishes exactly one instance
-event to the hub, so REST, the supervisor and the demo all produce the same
-frames and nothing changes without being published. Lookups and snapshots are
-served from memory.
+Every change is one transaction that writes the instance's row and appends
+one row to ``instance_events`` (its id is the event's ``seq``), then publishes
+that event to the hub, so REST, the supervisor and the demo all produce the
+same frames, nothing changes without being published, and the history can be
+replayed (:class:`~cpstream.domain.history.History`). Lookups and snapshots
+are served from memory.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 
 from cpstream.domain import frames
 from cpstream.domain.errors import Conflict
-from cpstream.domain.frames import isotime
+from cpstream.domain.frames import Frame, isotime
+from cpstream.domain.history import History
 from cpstream.domain.hub import Hub
 from cpstream.domain.instances import (
     AUTO_PORTS,
@@ -37,14 +42,47 @@ class Registry:
     def __init__(
         self, store: Store, hub: Hub, clock: IReactorTime, default_command: list[str]
     ) -> None:
+        self._store = store
         self._rows = store.instances
+        self._events = store.instance_events
         self._hub = hub
         self._clock = clock
         self._default_command = default_command
         self._by_id: dict[str, Instance] = {row["id"]: Instance(**row) for row in self._rows.load()}
+        self.history = History(
+            store.meta.get("epoch"),
+            hub,
+            self._missed,
+            lambda: int(store.meta.get("pruned:instance_events")),
+        )
+
+    def _missed(self, since: int, limit: int) -> list[Frame]:
+        return [frames.instance_event(row) for row in self._events.after(since, limit)]
 
     def _now(self) -> str:
         return isotime(self._clock.seconds())
+
+    @contextmanager
+    def _changing(self) -> Iterator[Callable[[Frame], None]]:
+        """One transaction for a change: the block writes the instance's row and records
+        its event; the event is published once the transaction is committed."""
+        recorded: list[Frame] = []
+        now = self._now()
+
+        def record(frame: Frame) -> None:
+            data = {k: v for k, v in frame.items() if k not in ("type", "name", "id")}
+            seq = self._events.append(frame["id"], frame["name"], frame["type"], data, now)
+            recorded.append(frames.stamped(frame, seq, now))
+
+        with self._store.transaction():
+            yield record
+        for event in recorded:
+            self._hub.publish(event)
+
+    def events(self, instance: Instance, limit: int, before: int | None = None) -> list[Frame]:
+        """The instance's lifecycle history, newest first, as its stream frames."""
+        rows = self._events.of_instance(instance.id, limit, before)
+        return [frames.instance_event(row) for row in rows]
 
     # -- lookups -----------------------------------------------------------
 
@@ -90,7 +128,7 @@ class Registry:
     def snapshot(self, include_archived: bool) -> dict[str, Any]:
         """A ``/ws/instances`` snapshot frame, current to the hub's ``seq``."""
         return frames.instances_snapshot(
-            self.all(include_archived), include_archived, self._hub.seq
+            self.all(include_archived), include_archived, self._hub.seq, self.history.epoch
         )
 
     # -- changes -----------------------------------------------------------
@@ -103,6 +141,7 @@ class Registry:
         env: dict[str, str] | None = None,
         health: str = "http",
         restart: str = "on-failure",
+        cloned_from: str | None = None,
     ) -> Instance:
         """Create a stopped instance and publish ``instance_created``."""
         check_name(name)
@@ -126,11 +165,12 @@ class Registry:
             created_at=self._now(),
         )
         try:
-            self._rows.insert(instance.to_record())
+            with self._changing() as record:
+                self._rows.insert(instance.to_record())
+                record(frames.instance_created(instance, cloned_from))
         except DuplicateKey as e:
             raise _taken(e.field, getattr(instance, e.field)) from None
         self._by_id[instance.id] = instance
-        self._hub.publish(frames.instance_created(instance))
         return instance
 
     def clone(self, source: Instance, name: str, port: int | None = None) -> Instance:
@@ -142,6 +182,7 @@ class Registry:
             env=source.env,
             health=source.health,
             restart=source.restart,
+            cloned_from=source.name,
         )
 
     def set_status(
@@ -150,8 +191,10 @@ class Registry:
         status: str,
         pid: int | None = None,
         started_at: str | None = None,
+        exit: dict[str, Any] | None = None,
     ) -> None:
-        """Record a status (and pid) change and publish ``status_changed``."""
+        """Record a status (and pid) change and publish ``status_changed`` (with the
+        child's ``exit`` reason when the change is its exit)."""
         assert status in STATUSES, status
         if status not in LIVE:
             pid, started_at = None, None
@@ -159,9 +202,15 @@ class Registry:
             started_at = instance.started_at
         if (status, pid, started_at) == (instance.status, instance.pid, instance.started_at):
             return
-        self._rows.update(instance.id, status=status, pid=pid, started_at=started_at)
-        instance.status, instance.pid, instance.started_at = status, pid, started_at
-        self._hub.publish(frames.status_changed(instance))
+        before = (instance.status, instance.pid, instance.started_at)
+        try:
+            with self._changing() as record:
+                self._rows.update(instance.id, status=status, pid=pid, started_at=started_at)
+                instance.status, instance.pid, instance.started_at = status, pid, started_at
+                record(frames.status_changed(instance, exit))
+        except BaseException:
+            instance.status, instance.pid, instance.started_at = before
+            raise
 
     def archive(self, instance: Instance) -> None:
         """Hide a stopped instance from the active set and publish ``instance_archived``."""
@@ -170,20 +219,22 @@ class Registry:
         if instance.status in LIVE:
             raise IllegalTransition(f"Instance '{instance.name}' is {instance.status}")
         now = self._now()
-        self._rows.update(instance.id, archived_at=now)
+        with self._changing() as record:
+            self._rows.update(instance.id, archived_at=now)
+            record(frames.instance_archived(instance))
         instance.archived_at = now
-        self._hub.publish(frames.instance_archived(instance))
 
     def unarchive(self, instance: Instance) -> None:
         """Bring an archived instance back; :class:`Conflict` if its name or port is taken."""
         if not instance.archived:
             raise IllegalTransition(f"Instance '{instance.name}' is not archived")
         try:
-            self._rows.update(instance.id, archived_at=None, status="stopped", pid=None)
+            with self._changing() as record:
+                self._rows.update(instance.id, archived_at=None, status="stopped", pid=None)
+                record(frames.instance_unarchived(instance, status="stopped"))
         except DuplicateKey as e:
             raise _taken(e.field, getattr(instance, e.field)) from None
         instance.archived_at, instance.status, instance.pid = None, "stopped", None
-        self._hub.publish(frames.instance_unarchived(instance))
 
     def delete(self, instance: Instance) -> None:
         """Remove an archived instance for good and publish ``instance_deleted``."""
@@ -191,9 +242,10 @@ class Registry:
             raise IllegalTransition(
                 f"Instance '{instance.name}' must be archived before it is deleted"
             )
-        self._rows.delete(instance.id)
+        with self._changing() as record:
+            self._rows.delete(instance.id)
+            record(frames.instance_deleted(instance))
         del self._by_id[instance.id]
-        self._hub.publish(frames.instance_deleted(instance))
 
     def _free_port(self) -> int:
         taken = {i.port for i in self.active()}

@@ -85,6 +85,65 @@ MIGRATIONS: list[str] = [
         SELECT RAISE(ABORT, 'message_events is append-only');
     END;
     """,
+    # 3: stream integrity: the database's epoch and secret, instance history, message
+    # events that carry their message's routing (so filtered reads use an index), and
+    # retention (the only deletes the append-only logs allow happen while `pruning`
+    # has a row, inside the pruner's transaction).
+    """
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    INSERT INTO meta (key, value) VALUES
+        ('epoch', lower(hex(randomblob(8)))),
+        ('secret', lower(hex(randomblob(32)))),
+        ('pruned:instance_events', '0'),
+        ('pruned:message_events', '0');
+    CREATE TABLE pruning (active INTEGER NOT NULL);
+    CREATE TABLE instance_events (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        instance_id TEXT NOT NULL,
+        name        TEXT NOT NULL,
+        type        TEXT NOT NULL,
+        data        TEXT NOT NULL DEFAULT '{}',
+        timestamp   TEXT NOT NULL
+    );
+    CREATE INDEX instance_events_instance ON instance_events(instance_id, id);
+    CREATE INDEX instance_events_time ON instance_events(timestamp);
+    CREATE TRIGGER instance_events_no_update BEFORE UPDATE ON instance_events
+    BEGIN
+        SELECT RAISE(ABORT, 'instance_events is append-only');
+    END;
+    CREATE TRIGGER instance_events_no_delete BEFORE DELETE ON instance_events
+    WHEN NOT EXISTS (SELECT 1 FROM pruning)
+    BEGIN
+        SELECT RAISE(ABORT, 'instance_events is append-only');
+    END;
+    DROP TRIGGER message_events_no_update;
+    DROP TRIGGER message_events_no_delete;
+    ALTER TABLE message_events ADD COLUMN from_instance TEXT;
+    ALTER TABLE message_events ADD COLUMN to_instance TEXT;
+    ALTER TABLE message_events ADD COLUMN message_type TEXT;
+    ALTER TABLE message_events ADD COLUMN correlation_id TEXT;
+    UPDATE message_events SET
+        from_instance = (SELECT m.from_instance FROM messages m WHERE m.id = message_id),
+        to_instance = (SELECT m.to_instance FROM messages m WHERE m.id = message_id),
+        message_type = (SELECT m.message_type FROM messages m WHERE m.id = message_id),
+        correlation_id = (SELECT m.correlation_id FROM messages m WHERE m.id = message_id);
+    CREATE INDEX message_events_from ON message_events(from_instance, id);
+    CREATE INDEX message_events_to ON message_events(to_instance, id);
+    CREATE INDEX message_events_correlation ON message_events(correlation_id, id);
+    CREATE INDEX messages_terminal ON messages(status, updated_at);
+    CREATE TRIGGER message_events_no_update BEFORE UPDATE ON message_events
+    BEGIN
+        SELECT RAISE(ABORT, 'message_events is append-only');
+    END;
+    CREATE TRIGGER message_events_no_delete BEFORE DELETE ON message_events
+    WHEN NOT EXISTS (SELECT 1 FROM pruning)
+    BEGIN
+        SELECT RAISE(ABORT, 'message_events is append-only');
+    END;
+    """,
 ]
 
 

@@ -3,7 +3,8 @@
 Every query is short and synchronous (it runs on the reactor thread);
 callers pass ``now`` as an ISO 8601 string so that tests control time. The
 queries live in one class per group of tables (:mod:`cpstream.domain.tables`),
-reached as ``store.instances``, ``store.rules`` and ``store.messages``.
+reached as ``store.meta``, ``store.instances``, ``store.instance_events``,
+``store.rules`` and ``store.messages``.
 Constraints that matter (unique active names and ports, append-only message
 events) are enforced by the database itself, not only by Python checks.
 """
@@ -16,7 +17,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from cpstream.domain.schema import MIGRATIONS, statements
-from cpstream.domain.tables import InstanceRows, MessageRows, RuleRows
+from cpstream.domain.tables import (
+    InstanceEventRows,
+    InstanceRows,
+    MessageRows,
+    MetaRows,
+    RuleRows,
+)
 
 
 class Store:
@@ -26,7 +33,9 @@ class Store:
         self._db = db
         self.path = path
         self.closed = False
+        self.meta = MetaRows(db)
         self.instances = InstanceRows(db)
+        self.instance_events = InstanceEventRows(db)
         self.rules = RuleRows(db)
         self.messages = MessageRows(db)
 

@@ -26,6 +26,7 @@ from cpstream.domain.registry import Registry
 from cpstream.domain.restarts import RestartPolicy
 
 Probe = Callable[[int], "defer.Deferred[bool]"]
+RESTART_AFTER_ADOPTION = 1.0
 
 
 class Supervisor(Service):
@@ -192,23 +193,28 @@ class Supervisor(Service):
             how="stopped" if run.stopping else "unexpectedly",
         )
         if run.stopping:
-            self._registry.set_status(instance, "stopped")
+            self._registry.set_status(instance, "stopped", exit=run.exit)
             waiters, run.waiters = run.waiters, []
             for waiter in waiters:
                 waiter.callback(instance)
         else:
-            self._crashed(instance, run.spawned_at)
+            self._crashed(instance, run.spawned_at, run.exit)
 
-    def _crashed(self, instance: Instance, spawned_at: float) -> None:
+    def _crashed(
+        self, instance: Instance, spawned_at: float, exit: dict[str, Any] | None = None
+    ) -> None:
         if instance.restart != "on-failure":
-            self._registry.set_status(instance, "crashed")
+            self._registry.set_status(instance, "crashed", exit=exit)
             return
         delay = self._policy.crashed(instance.id, self._reactor.seconds(), spawned_at)
         if delay is None:
             self.log.warn("{name} is crash-looping; not restarting", name=instance.name)
-            self._registry.set_status(instance, "crash_loop")
+            self._registry.set_status(instance, "crash_loop", exit=exit)
             return
-        self._registry.set_status(instance, "crashed")
+        self._registry.set_status(instance, "crashed", exit=exit)
+        self._schedule_restart(instance, delay)
+
+    def _schedule_restart(self, instance: Instance, delay: float) -> None:
         self._restarts[instance.id] = self._reactor.callLater(delay, self._auto_restart, instance)
 
     def _auto_restart(self, instance: Instance) -> None:
@@ -230,6 +236,9 @@ class Supervisor(Service):
             if instance.pid is None:
                 if instance.status in LIVE:
                     self._registry.set_status(instance, "stopped")
+                elif instance.status == "crashed" and instance.restart == "on-failure":
+                    # It was waiting out its backoff when the last control plane stopped.
+                    self._schedule_restart(instance, RESTART_AFTER_ADOPTION)
                 continue
             run = self._children.adopt(instance)
             if run is None:

@@ -23,6 +23,101 @@ class DuplicateKey(Conflict):
         self.field = field
 
 
+class MetaRows:
+    """The ``meta`` table: the database's epoch, its secret, retention watermarks."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def get(self, key: str) -> str:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            raise KeyError(key)
+        return str(row[0])
+
+    def set(self, key: str, value: str) -> None:
+        self._db.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+
+def _last_id(db: sqlite3.Connection, table: str) -> int:
+    """The last id an AUTOINCREMENT table handed out (never reused, even after deletes)."""
+    row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+@contextmanager
+def pruning(db: sqlite3.Connection) -> Iterator[None]:
+    """Inside a transaction: allow deletes from the append-only event logs for the block."""
+    db.execute("INSERT INTO pruning (active) VALUES (1)")
+    try:
+        yield
+    finally:
+        db.execute("DELETE FROM pruning")
+
+
+class InstanceEventRows:
+    """The append-only ``instance_events`` table: every instance event, with its seq (id)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def append(
+        self, instance_id: str, name: str, kind: str, data: dict[str, Any], timestamp: str
+    ) -> int:
+        cursor = self._db.execute(
+            "INSERT INTO instance_events (instance_id, name, type, data, timestamp)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (instance_id, name, kind, json.dumps(data, separators=(",", ":")), timestamp),
+        )
+        return int(cursor.lastrowid)
+
+    def last_id(self) -> int:
+        return _last_id(self._db, "instance_events")
+
+    def after(self, since: int, limit: int) -> list[dict[str, Any]]:
+        """Events with an id above ``since``, oldest first, at most ``limit``."""
+        rows = self._db.execute(
+            "SELECT * FROM instance_events WHERE id > ? ORDER BY id LIMIT ?", (since, limit)
+        )
+        return [_event_row(row) for row in rows]
+
+    def of_instance(
+        self, instance_id: str, limit: int, before: int | None = None
+    ) -> list[dict[str, Any]]:
+        """One instance's events, newest first, below ``before`` when given."""
+        rows = self._db.execute(
+            "SELECT * FROM instance_events WHERE instance_id = ? AND id < ?"
+            " ORDER BY id DESC LIMIT ?",
+            (instance_id, before if before is not None else 2**63 - 1, limit),
+        )
+        return [_event_row(row) for row in rows]
+
+    def prune(self, cutoff: str, limit: int) -> int:
+        """Delete up to ``limit`` events older than ``cutoff``; the highest id deleted (0: none)."""
+        ids = [
+            row[0]
+            for row in self._db.execute(
+                "SELECT id FROM instance_events WHERE timestamp < ? ORDER BY timestamp LIMIT ?",
+                (cutoff, limit),
+            )
+        ]
+        if not ids:
+            return 0
+        with pruning(self._db):
+            self._db.executemany("DELETE FROM instance_events WHERE id = ?", [(i,) for i in ids])
+        return max(ids)
+
+
+def _event_row(row: sqlite3.Row) -> dict[str, Any]:
+    record = dict(row)
+    record["data"] = json.loads(record["data"])
+    return record
+
+
 class InstanceRows:
     """The ``instances`` table."""
 
@@ -183,12 +278,35 @@ class MessageRows:
             (from_instance, key, message_id, now),
         )
 
-    def append_event(self, message_id: str, event: str, detail: str | None, now: str) -> int:
+    def append_event(
+        self, message: dict[str, Any], event: str, detail: str | None, now: str
+    ) -> int:
+        """Log one transition of ``message``, with its routing; its id is the event's seq."""
         cursor = self._db.execute(
-            "INSERT INTO message_events (message_id, event, detail, timestamp) VALUES (?, ?, ?, ?)",
-            (message_id, event, detail, now),
+            "INSERT INTO message_events (message_id, event, detail, timestamp, from_instance,"
+            " to_instance, message_type, correlation_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                message["id"],
+                event,
+                detail,
+                now,
+                message["from_instance"],
+                message["to_instance"],
+                message["message_type"],
+                message["correlation_id"],
+            ),
         )
         return int(cursor.lastrowid)
+
+    def last_event_id(self) -> int:
+        return _last_id(self._db, "message_events")
+
+    def events_after(self, since: int, limit: int) -> list[dict[str, Any]]:
+        """Events with an id above ``since``, oldest first, at most ``limit``."""
+        rows = self._db.execute(
+            "SELECT * FROM message_events WHERE id > ? ORDER BY id LIMIT ?", (since, limit)
+        )
+        return [dict(row) for row in rows]
 
     def events_of(self, message_id: str) -> list[dict[str, Any]]:
         rows = self._db.execute(
@@ -200,22 +318,54 @@ class MessageRows:
     def recent_events(
         self, instance: str | None, correlation_id: str | None, limit: int
     ) -> list[dict[str, Any]]:
-        """The last ``limit`` events matching the filters, oldest first, with message metadata."""
-        where, args = [], []
-        if instance is not None:
-            where.append("(m.from_instance = ? OR m.to_instance = ?)")
-            args += [instance, instance]
-        if correlation_id is not None:
-            where.append("m.correlation_id = ?")
-            args.append(correlation_id)
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
-        rows = self._db.execute(
-            "SELECT e.message_id, e.event, m.from_instance, m.to_instance, m.message_type,"
-            " m.correlation_id, e.detail, e.timestamp FROM message_events e"
-            f" JOIN messages m ON m.id = e.message_id {clause} ORDER BY e.id DESC LIMIT ?",
-            (*args, limit),
+        """The last ``limit`` events matching the filters, oldest first; every filter is
+        served by an index (``message_events_from``/``_to``/``_correlation``)."""
+        columns = (
+            "id, message_id, event, from_instance, to_instance, message_type,"
+            " correlation_id, detail, timestamp"
         )
+        if correlation_id is not None:
+            where, args = "correlation_id = ?", [correlation_id]
+            if instance is not None:
+                where += " AND (from_instance = ? OR to_instance = ?)"
+                args += [instance, instance]
+            sql = f"SELECT {columns} FROM message_events WHERE {where} ORDER BY id DESC LIMIT ?"
+            rows = self._db.execute(sql, (*args, limit))
+        elif instance is not None:
+            newest = "SELECT {c} FROM message_events WHERE {k} = ? ORDER BY id DESC LIMIT ?"
+            sql = (
+                f"SELECT * FROM ({newest.format(c=columns, k='from_instance')})"
+                f" UNION SELECT * FROM ({newest.format(c=columns, k='to_instance')})"
+                " ORDER BY id DESC LIMIT ?"
+            )
+            rows = self._db.execute(sql, (instance, limit, instance, limit, limit))
+        else:
+            sql = f"SELECT {columns} FROM message_events ORDER BY id DESC LIMIT ?"
+            rows = self._db.execute(sql, (limit,))
         return [dict(row) for row in reversed(rows.fetchall())]
+
+    def prune(self, cutoff: str, limit: int) -> int:
+        """Delete up to ``limit`` terminal messages (acknowledged or dead) last changed
+        before ``cutoff``, with their events and keys; the highest event id deleted."""
+        ids = [
+            row[0]
+            for row in self._db.execute(
+                "SELECT id FROM messages WHERE status IN ('acknowledged', 'dead_letter')"
+                " AND updated_at < ? LIMIT ?",
+                (cutoff, limit),
+            )
+        ]
+        if not ids:
+            return 0
+        marks = ", ".join("?" * len(ids))
+        row = self._db.execute(
+            f"SELECT max(id) FROM message_events WHERE message_id IN ({marks})", ids
+        ).fetchone()
+        with pruning(self._db):
+            self._db.execute(f"DELETE FROM message_events WHERE message_id IN ({marks})", ids)
+            self._db.execute(f"DELETE FROM idempotency_keys WHERE message_id IN ({marks})", ids)
+            self._db.execute(f"DELETE FROM messages WHERE id IN ({marks})", ids)
+        return int(row[0] or 0)
 
 
 def _message_row(row: sqlite3.Row, payload: bool = True) -> dict[str, Any]:

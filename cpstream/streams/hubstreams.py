@@ -4,23 +4,27 @@ from __future__ import annotations
 
 from typing import Any
 
-from cpstream.domain.hub import Event, Hub, Subscription
+from cpstream.domain import frames
+from cpstream.domain.history import History
+from cpstream.domain.hub import Event, Hub, Subscription, encode
 from cpstream.domain.messaging import Messaging
 from cpstream.domain.registry import Registry
 from cpstream.streams.connections import Streams
 from cpstream.streams.protocol import StreamFactory, StreamProtocol
-from cpstream.streams.settings import INSTANCES, MESSAGES
+from cpstream.streams.settings import INSTANCES, MESSAGES, prepare_frame
 
 MAX_FILTER = 200
 
 
 class HubStream(StreamProtocol):
-    """A snapshot, then the hub's deltas; a lagged subscriber is resynced with a snapshot.
+    """A snapshot (or a resume), then the hub's deltas; a lagged subscriber is resynced.
 
     The protocol is its subscription's subscriber: the hub hands it frames to
-    write (:meth:`write_frames`). While the transport is paused the protocol
-    pauses its subscription, so frames wait in the subscription's bounded
-    queue; on resume they are handed over in one write.
+    write (:meth:`write_frames`) and tells it to :meth:`resync` after a lag.
+    While the transport is paused the protocol pauses its subscription, so
+    frames wait in the subscription's bounded queue; on resume they are handed
+    over in one write. ``?since=S&epoch=E`` resumes: the missed events are sent
+    (after a ``resumed`` frame) instead of the snapshot when the history has them.
     """
 
     factory: HubStreamFactory
@@ -29,10 +33,31 @@ class HubStream(StreamProtocol):
         super().__init__()
         self._snapshot_owed = False
         self._subscription: Subscription | None = None
+        self.since: int | None = None
+        self.epoch: str | None = None
+
+    def parse(self, request: Any) -> None:
+        since = query(request, "since")
+        self.epoch = query(request, "epoch")
+        if since is not None:
+            try:
+                self.since = int(since)
+            except ValueError:
+                self.problem = ("bad_request", "since must be an integer", 4400)
 
     def opened(self) -> None:
         self._subscription = self.factory.hub.subscribe(self.accepts, self)
-        self._send_snapshot()
+        if self.since is None:
+            self._send_snapshot()
+            return
+        missed = self.history().since(self.since, self.epoch or "")
+        if isinstance(missed, str):
+            self._send_snapshot(reason=missed)
+            return
+        self.send_json(frames.resumed(self.since, self.factory.hub.seq, self.history().epoch))
+        replayed = [prepare_frame(encode(event)) for event in missed if self.accepts(event)]
+        if replayed:
+            self.write_frames(replayed)
 
     def accepts(self, event: Event) -> bool:
         return True
@@ -40,14 +65,20 @@ class HubStream(StreamProtocol):
     def snapshot(self) -> Event:
         raise NotImplementedError
 
-    def _send_snapshot(self, resync: bool = False) -> None:
+    def history(self) -> History:
+        raise NotImplementedError
+
+    def _send_snapshot(self, reason: str | None = None) -> None:
         """A fresh snapshot replaces everything queued (it already includes it)."""
         assert self._subscription is not None
         self._subscription.resynced()
         frame = self.snapshot()
-        if resync:
-            frame["resync"] = True
-        self.send_json(frame)
+        self.send_json(frame if reason is None else frames.resync(frame, reason))
+
+    def resync(self) -> None:
+        """The subscription lagged (frames were dropped): a resync snapshot now."""
+        self._snapshot_owed = False
+        self._send_snapshot(reason="lagged")
 
     def resnapshot(self) -> None:
         """Answer a command with a snapshot, now or once the client reads again."""
@@ -63,10 +94,7 @@ class HubStream(StreamProtocol):
     def stream_resumed(self) -> None:
         if self._subscription is None:
             return
-        if self._subscription.lagged:
-            self._snapshot_owed = False
-            self._send_snapshot(resync=True)
-        elif self._snapshot_owed:
+        if self._snapshot_owed and not self._subscription.lagged:
             self._snapshot_owed = False
             self._send_snapshot()
         if not self.paused:
@@ -93,6 +121,7 @@ class InstancesProtocol(HubStream):
     factory: InstancesFactory
 
     def parse(self, request: Any) -> None:
+        super().parse(request)
         self.include_archived = False
 
     def accepts(self, event: Event) -> bool:
@@ -100,6 +129,9 @@ class InstancesProtocol(HubStream):
 
     def snapshot(self) -> Event:
         return self.factory.registry.snapshot(self.include_archived)
+
+    def history(self) -> History:
+        return self.factory.registry.history
 
     def command(self, kind: str, frame: dict[str, Any]) -> None:
         value = frame.get("value")
@@ -131,6 +163,7 @@ class MessagesProtocol(HubStream):
     factory: MessagesFactory
 
     def parse(self, request: Any) -> None:
+        super().parse(request)
         self.instance = query(request, "instance") or None
         self.correlation_id = query(request, "correlation_id") or None
         for value in (self.instance, self.correlation_id):
@@ -144,6 +177,9 @@ class MessagesProtocol(HubStream):
 
     def snapshot(self) -> Event:
         return self.factory.messaging.snapshot(self.instance, self.correlation_id)
+
+    def history(self) -> History:
+        return self.factory.messaging.history
 
 
 class MessagesFactory(HubStreamFactory):

@@ -8,7 +8,7 @@ from urllib.parse import unquote
 from cpstream.domain import frames
 from cpstream.domain.instances import UnknownInstance
 from cpstream.domain.logfiles import LogFiles
-from cpstream.domain.logtail import ROTATED, Cursor, LogTails
+from cpstream.domain.logtail import ROTATED, BadCursor, Cursor, LogTails
 from cpstream.domain.registry import Registry
 from cpstream.streams.connections import Streams
 from cpstream.streams.hubstreams import query
@@ -39,10 +39,12 @@ class LogsProtocol(StreamProtocol):
         self._more: Any = None
         self._following = False
         self._cursor: Cursor | None = None
+        self.resume_from: str | None = None
 
     def parse(self, request: Any) -> None:
         parts = request.path.strip("/").split("/")
         self.name = unquote(parts[2]) if len(parts) == 4 else ""
+        self.resume_from = query(request, "cursor")
         raw = query(request, "backlog")
         if raw is not None:
             try:
@@ -59,40 +61,67 @@ class LogsProtocol(StreamProtocol):
             self.send_error("instance_not_found", f"No instance named '{self.name}'", 4404)
             return
         path = self.factory.logs.path(instance.name)
-        lines, self._cursor = self.factory.tails.follow(path, self, self._pump, self.backlog)
+        tails = self.factory.tails
+        resumed = None
+        if self.resume_from is not None:
+            try:
+                self._cursor = tails.resume(path, self, self._pump, self.resume_from)
+            except BadCursor as e:
+                self.send_error("bad_request", e.message, 4400)
+                return
+            resumed = self._cursor is not None
+        if self._cursor is None:
+            lines, self._cursor = tails.follow(path, self, self._pump, self.backlog)
+        else:
+            lines = []
         self._following = True
-        self.send_json(frames.backlog(lines))
+        self.send_json(frames.backlog(lines, tails.token(self._cursor.position()), resumed))
         self._pump()
 
     def _pump(self) -> None:
-        """Read what is new (only while the client keeps up) into the pending batch."""
+        """Read what is new (only while the client keeps up) into the pending batch.
+
+        A batch's frame carries the cursor right after its last line, so a batch
+        that would overflow a frame is sent first, with the position before this read.
+        """
         self._more = None
         if self.paused or not self.live or not self._following:
             return
         assert self._cursor is not None
-        items = self._cursor.read(READ_BUDGET)
-        for item in items:
-            if item is ROTATED:
-                self._flush()
+        before = self._cursor.position()
+        items = self._cursor.read(READ_BUDGET, FRAME_LINES)
+        new = [item for item in items if isinstance(item, str)]
+        size = sum(len(line) + 4 for line in new)
+        if self._batch and (
+            len(self._batch) + len(new) > FRAME_LINES or self._batch_bytes + size > FRAME_BYTES
+        ):
+            self._flush(before)
+        self._batch += new
+        self._batch_bytes += size
+        markers = [item for item in items if not isinstance(item, str)]
+        if markers or len(self._batch) >= FRAME_LINES or self._batch_bytes >= FRAME_BYTES:
+            self._flush()
+        for marker in markers:
+            if marker is ROTATED:
                 self.send_json(frames.rotated())
             else:
-                self._batch.append(item)
-                self._batch_bytes += len(item) + 4
-                if len(self._batch) >= FRAME_LINES or self._batch_bytes >= FRAME_BYTES:
-                    self._flush()
+                self.send_json(frames.gap(marker.reason, marker.lost_bytes))
         if items and self._more is None:
             self._more = self.factory.clock.callLater(0, self._pump)
         if self._batch and self._timer is None:
             self._timer = self.factory.clock.callLater(BATCH_WINDOW, self._flush)
 
-    def _flush(self) -> None:
+    def _flush(self, position: tuple[int, int, bytes] | None = None) -> None:
+        """Send the batch, with the cursor right after its last line (by default, now)."""
         if self._timer is not None:
             if self._timer.active():
                 self._timer.cancel()
             self._timer = None
         if self._batch and self.live:
+            assert self._cursor is not None
             batch, self._batch, self._batch_bytes = self._batch, [], 0
-            self.send_json(frames.lines(batch))
+            token = self.factory.tails.token(position or self._cursor.position())
+            self.send_json(frames.lines(batch, token))
 
     def stream_resumed(self) -> None:
         self._pump()

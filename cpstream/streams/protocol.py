@@ -1,22 +1,48 @@
 """The wire protocol of the streams under ``/ws/``, and the protocol every stream shares.
 
+The contract
+    On ``/ws/instances`` and ``/ws/messages`` every event the client's filter
+    accepts arrives once, in ``seq`` order -- or the client receives a
+    ``snapshot`` with ``"resync": true`` and a ``reason``, after which deltas
+    continue from that snapshot's ``seq``. There is no third outcome: not for a
+    paused client, not for a reading client hit by any burst, not after any
+    number of lags. ``seq`` is the id of the event's row in an append-only table
+    (``instance_events``, ``message_events``), so it survives restarts; with a
+    filter it has gaps by design. ``epoch`` names the database. A log viewer
+    receives every line written to the log exactly once, in order, across
+    rotations, the size cap and any distance behind -- or an explicit ``gap``.
+
 Wire protocol (JSON text frames, each with a ``type``):
 
-``/ws/instances``
-    server: ``snapshot {instances, include_archived, seq[, resync]}`` first, then
-    ``status_changed {name, status, pid, started_at}``, ``instance_created {name,
-    port, status}``, ``instance_archived {name}``, ``instance_unarchived {name,
-    port, status}``, ``instance_deleted {name}``, each with ``seq`` and
+``/ws/instances[?since=S&epoch=E]``
+    server: ``snapshot {instances, include_archived, seq, epoch[, resync, reason]}``
+    first, then ``status_changed {name, id, status, pid, started_at[, exit]}``,
+    ``instance_created {name, id, port, status[, cloned_from]}``,
+    ``instance_archived {name, id}``, ``instance_unarchived {name, id, port,
+    status}``, ``instance_deleted {name, id}``, each with ``seq`` and
     ``timestamp``. client: ``set_include_archived {value}`` (answered by a snapshot).
-``/ws/instances/NAME/logs?backlog=N``
-    server: ``backlog {lines, count}`` (N default 100, clamped to 1000), then
-    ``lines {lines, count}`` in 100 ms batches and ``rotated`` when the file
-    rotates. Unknown NAME: ``error instance_not_found`` then close 4404; a bad N:
+``/ws/messages?instance=&correlation_id=[&since=S&epoch=E]``
+    server: ``snapshot {recent_events, seq, epoch[, resync, reason]}`` (the last
+    100 matching events, oldest first), then ``message_event {message_id, event,
+    from, to, message_type, correlation_id, detail, seq, timestamp}``. Never a payload.
+Resuming either (``since``/``epoch``)
+    when ``E`` is this database's epoch and every event after ``S`` is retained,
+    the first frame is ``resumed {since, seq, epoch}``, then the missed events the
+    filter accepts (with their own ``seq`` and ``timestamp``), then live ones, no
+    duplicate and no gap at the seam. Otherwise a ``snapshot`` with ``resync``
+    and ``reason`` ``epoch``, ``expired`` (pruned, or too many to replay) or
+    ``future``. A ``since`` that is not an integer: ``error bad_request``, close 4400.
+``/ws/instances/NAME/logs?backlog=N`` or ``?cursor=C``
+    server: ``backlog {lines, count, cursor}`` (N default 100, clamped to 1000),
+    then ``lines {lines, count, cursor}`` in 100 ms batches, ``rotated`` when the
+    file rotates (by rename, or by the size cap), and ``gap {reason, lost_bytes}``
+    (then ``rotated``) when bytes the viewer had not read are gone. A frame's
+    ``cursor`` is the position right after its last line; ``?cursor=C`` resumes
+    right after it, across rotated files still on disk, with ``backlog {lines: [],
+    resumed: true}``, or ``backlog {..., resumed: false, gap: true}`` and the
+    normal tail when C is no longer on disk. Unknown NAME: ``error
+    instance_not_found`` then close 4404; a bad N or a cursor that is not ours:
     ``error bad_request`` then close 4400.
-``/ws/messages?instance=&correlation_id=``
-    server: ``snapshot {recent_events, seq}`` (the last 100 matching events,
-    oldest first), then ``message_event {message_id, event, from, to,
-    message_type, correlation_id, detail, seq, timestamp}``. Never a payload.
 ``/ws/echo`` (only with ``--echo``: a test aid for conformance suites)
     every text or binary message is sent back as it came; no JSON, no ``ping``.
 Every stream
@@ -24,8 +50,7 @@ Every stream
     silence for ``--idle-timeout`` closes with 1001 ``idle timeout``; shutdown
     closes with 1001 ``server shutdown``. A binary, non-JSON or unknown frame
     gets ``error invalid_frame`` and close 1008; a client message over 64 KiB
-    closes with 1009. A client that falls 256 frames behind on a hub stream
-    gets one ``snapshot`` with ``"resync": true`` instead of the stale deltas.
+    closes with 1009. No data frame follows the server's Close frame.
 
 Each connection is a streaming producer on its transport: it writes only
 while the transport is not paused, so a client that stops reading costs a
@@ -206,7 +231,13 @@ class StreamProtocol(WebSocketServerProtocol):
     # -- outbound ----------------------------------------------------------------
 
     def write_frames(self, prepared: Sequence[PreparedMessage]) -> None:
-        """The one write path: prepared frames in order, in one write when uncompressed."""
+        """The one write path: prepared frames in order, in one write when uncompressed.
+
+        Nothing is written once the connection is no longer open: after our Close
+        frame, no data frame may follow (RFC 6455 5.5.1).
+        """
+        if self.state != self.STATE_OPEN:
+            return
         if self._perMessageCompress is None:
             if len(prepared) == 1:
                 wire.send(self.transport, prepared[0].payloadHybi)

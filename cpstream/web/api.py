@@ -9,13 +9,16 @@ enforced before routing, by :mod:`cpstream.web.guard`; bodies are parsed by
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from klein import Klein
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
-from twisted.web.static import File
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+from twisted.web.static import SingleRangeStaticProducer
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.exceptions import NotFound as NoRoute
 
@@ -32,6 +35,42 @@ from cpstream.web.errors import HTTPError, error_response, json_response, status
 from cpstream.web.representations import instance_json, message_json
 
 MAX_LOG_LINES = 10_000
+
+
+class _Download(Resource):
+    """Renders a download with :class:`BoundedFileProducer` (its headers are set)."""
+
+    isLeaf = True
+
+    def __init__(self, f: Any, size: int) -> None:
+        super().__init__()
+        self._file = f
+        self._size = size
+
+    def render(self, request: IRequest) -> int:
+        BoundedFileProducer(request, self._file, self._size).start()
+        return NOT_DONE_YET
+
+
+class BoundedFileProducer(SingleRangeStaticProducer):
+    """Sends exactly ``size`` bytes of a file; if it shrank below that meanwhile (someone
+    truncated it), the connection is aborted rather than the body cut short, which would
+    leave the client waiting or corrupt the next response on a kept-alive connection."""
+
+    _log = Logger()
+
+    def __init__(self, request: IRequest, f: Any, size: int) -> None:
+        super().__init__(request, f, 0, size)
+
+    def resumeProducing(self) -> None:  # noqa: N802 (Twisted API)
+        request = self.request
+        written = getattr(self, "bytesWritten", 0)
+        super().resumeProducing()
+        if self.request is not None and self.bytesWritten == written:
+            self._log.info("a log shrank while it was downloaded; closing the connection")
+            request.unregisterProducer()
+            request.channel.transport.abortConnection()
+            self.stopProducing()
 
 
 class ControlAPI:
@@ -163,17 +202,32 @@ class ControlAPI:
         return json_response(request, body)
 
     @app.route("/instances/<string:name>/logs/download", methods=["GET"])
-    def download(self, request: IRequest, name: str) -> File:
+    def download(self, request: IRequest, name: str) -> Any:
+        """The current log file as it was when the request came: exactly the bytes its
+        Content-Length announces, however the file grows meanwhile."""
         instance = self._registry.get(name)
-        path = self._logs.path(instance.name)
-        if not path.exists():
-            raise NotFound(f"instance '{name}' has no log yet")
+        try:
+            f = open(self._logs.path(instance.name), "rb")
+        except FileNotFoundError:
+            raise NotFound(f"instance '{name}' has no log yet") from None
+        size = os.fstat(f.fileno()).st_size
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        request.setHeader(b"content-length", str(size).encode())
         request.setHeader(
             b"content-disposition", f'attachment; filename="{instance.name}.log"'.encode()
         )
-        resource = File(str(path))
-        resource.type, resource.encoding = "text/plain; charset=utf-8", None
-        return resource
+        if request.method == b"HEAD" or size == 0:
+            f.close()
+            return b""
+        return _Download(f, size)
+
+    @app.route("/instances/<string:name>/events", methods=["GET"])
+    def instance_events(self, request: IRequest, name: str) -> bytes:
+        """The instance's lifecycle history, newest first (``before``: a seq to page from)."""
+        instance = self._registry.get(name)
+        limit = int_arg(request, "limit", 100, 1, 1000)
+        before = int_arg(request, "before", 2**62, 1, 2**62)
+        return json_response(request, self._registry.events(instance, limit, before))
 
     # -- messaging ---------------------------------------------------------------
 

@@ -1,27 +1,25 @@
-"""Raw TCP clients for the hardening battery: hand-built HTTP and WebSocket bytes.
+"""Raw TCP clients for the hardening battery (and the stream tests' hand-made upgrades).
 
 The attacks need what no well-behaved client sends (missing or duplicate
-headers, unmasked frames, RSV bits, lengths that lie), so requests and
-frames are built by hand here, and everything the server sends back is kept.
+headers, unmasked frames, RSV bits, lengths that lie): the bytes are built and
+the server's frames parsed by :mod:`tests.wsraw`; this module connects, sends
+them, keeps everything the server sends back, and parses HTTP responses.
 """
 
 from __future__ import annotations
 
-import base64
 import errno
 import json
 import os
 import socket
-import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet import defer, endpoints, protocol
 from twisted.internet import reactor as global_reactor
 
 from tests.support import wait_for
-
-OP_CONTINUATION, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0, 1, 2, 8, 9, 10
+from tests.wsraw import Frames, read_frames, request, upgrade
 
 
 class Raw(protocol.Protocol):
@@ -103,21 +101,6 @@ def _connected(sock: socket.socket) -> bool:
 # -- HTTP ------------------------------------------------------------------------------
 
 
-def request(
-    method: str,
-    path: str,
-    headers: list[tuple[str, str]] = (),  # type: ignore[assignment]
-    body: bytes = b"",
-    host: str | None = None,
-) -> bytes:
-    """An HTTP/1.1 request; ``host`` None sends no Host header, the headers go as given."""
-    lines = [f"{method} {path} HTTP/1.1"]
-    if host is not None:
-        lines.append(f"Host: {host}")
-    lines += [f"{name}: {value}" for name, value in headers]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
-
-
 def json_post(path: str, host: str, *headers: tuple[str, str]) -> bytes:
     """The head of a JSON POST with ``headers`` (a length, say) and no body yet."""
     return request("POST", path, [("Content-Type", "application/json"), *headers], host=host)
@@ -187,92 +170,6 @@ async def exchange(port: int, raw_request: bytes, timeout: float = 5.0) -> Respo
 
 
 # -- WebSocket ---------------------------------------------------------------------------
-
-
-def upgrade(
-    path: str,
-    host: str | None,
-    headers: list[tuple[str, str]] = (),  # type: ignore[assignment]
-    version: str = "13",
-) -> bytes:
-    """A WebSocket upgrade request with any extra (even repeated) headers."""
-    key = base64.b64encode(os.urandom(16)).decode()
-    base = [
-        ("Upgrade", "websocket"),
-        ("Connection", "Upgrade"),
-        ("Sec-WebSocket-Key", key),
-        ("Sec-WebSocket-Version", version),
-    ]
-    return request("GET", path, [*base, *headers], host=host)
-
-
-def frame(
-    opcode: int,
-    payload: bytes = b"",
-    fin: bool = True,
-    rsv: int = 0,
-    masked: bool = True,
-    length: int | None = None,
-) -> bytes:
-    """One client frame; ``length`` may lie about the payload that follows."""
-    size = len(payload) if length is None else length
-    head = bytes([(0x80 if fin else 0) | (rsv << 4) | opcode])
-    mask_bit = 0x80 if masked else 0
-    if size < 126:
-        head += bytes([mask_bit | size])
-    elif size < 1 << 16:
-        head += bytes([mask_bit | 126]) + struct.pack("!H", size)
-    else:
-        head += bytes([mask_bit | 127]) + struct.pack("!Q", size)
-    if not masked:
-        return head + payload
-    key = os.urandom(4)
-    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-
-
-def text(value: Any) -> bytes:
-    """A masked text frame carrying ``value`` as JSON."""
-    return frame(OP_TEXT, json.dumps(value).encode())
-
-
-@dataclass
-class Frames:
-    """What a server sent after its 101: data frames and how (if) it closed."""
-
-    messages: list[Any] = field(default_factory=list)
-    close_code: int | None = None
-    close_reason: str = ""
-    complete: int = 0
-
-
-def read_frames(data: bytes) -> Frames:
-    """Parse unmasked server frames."""
-    found = Frames()
-    position = 0
-    while position + 2 <= len(data):
-        opcode, size = data[position] & 0x0F, data[position + 1] & 0x7F
-        header = 2
-        if size == 126:
-            if position + 4 > len(data):
-                break
-            (size,) = struct.unpack("!H", data[position + 2 : position + 4])
-            header = 4
-        elif size == 127:
-            if position + 10 > len(data):
-                break
-            (size,) = struct.unpack("!Q", data[position + 2 : position + 10])
-            header = 10
-        if position + header + size > len(data):
-            break
-        payload = data[position + header : position + header + size]
-        if opcode == OP_TEXT:
-            found.messages.append(json.loads(payload))
-        elif opcode == OP_CLOSE:
-            found.close_code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
-            found.close_reason = payload[2:].decode("utf-8", "replace")
-        position += header + size
-        found.complete = position
-    return found
 
 
 class Stream:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 from typing import Any
 
@@ -39,11 +38,3 @@ def record(case: str, sent: str, happened: str, figure: str, **numbers: Any) -> 
         table = {}
     table[case] = entry
     FIGURES.write_text(json.dumps(table, indent=2, sort_keys=True) + "\n")
-
-
-def percentile(values: list[float], p: float) -> float:
-    """The ``p``-th percentile (nearest rank) of ``values``."""
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]

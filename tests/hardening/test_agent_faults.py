@@ -18,6 +18,7 @@ from twisted.internet import defer
 from tests.hardening.report import record
 from tests.support import (
     ROOT,
+    create,
     get_json,
     global_reactor,
     post_json,
@@ -30,16 +31,9 @@ from tests.wsclient import WSClient
 AGENT = [sys.executable, "-m", "cpstream.agent", "--no-health"]
 
 
-async def create(url: str, name: str, *flags: str, **extra) -> dict:
-    body = {"name": name, "health": "process", "command": [*AGENT, *flags], **extra}
-    code, answer = await post_json(url + "/api/instances", body)
-    assert code == 201, answer
-    return answer
-
-
 async def started(daemon, name: str, *flags: str, ready: str) -> int:
     """Create and start an agent; its pid once its log shows ``ready``."""
-    await create(daemon.url, name, *flags)
+    await create(daemon.url, name, command=[*AGENT, *flags])
     await post_json(daemon.url + f"/api/instances/{name}/start")
     await wait_for(lambda: ready in log_of(daemon, name), timeout=20)
     return (await status(daemon.url, name))["pid"]
@@ -73,7 +67,7 @@ async def test_crash_loop_backs_off_then_stops_and_is_published(daemons):
     daemon = await daemons.start()
     watcher = await WSClient.connect(daemon.url, "/ws/instances")
     await watcher.frame()
-    await create(daemon.url, "crasher", "--crash-after", "0.2")
+    await create(daemon.url, "crasher", command=[*AGENT, "--crash-after", "0.2"])
     await post_json(daemon.url + "/api/instances/crasher/start")
     await wait_for(
         lambda: any(f.get("status") == "crash_loop" for f in watcher.received), timeout=60
@@ -156,7 +150,7 @@ async def test_fifty_concurrent_lifecycle_calls_one_wins(daemons):
     """50 concurrent starts, then 50 concurrent mixed calls: one runs, the rest are 409."""
     daemon = await daemons.start()
     url = daemon.url
-    instance = await create(url, "raced", "--ignore-sigterm")
+    instance = await create(url, "raced", command=[*AGENT, "--ignore-sigterm"])
 
     async def call(action: str) -> int:
         response = await treq.post(url + f"/api/instances/raced/{action}", timeout=30)
@@ -201,8 +195,10 @@ async def test_kill_9_and_restart_adopts_and_keeps_every_message(daemons):
     duplicated; a keyed send retried across the outage is deduplicated."""
     first = await daemons.start()
     url, port = first.url, first.port
-    one = await create(url, "agent-1", "--send-to", "agent-2", "--send-every", "0.2")
-    two = await create(url, "agent-2")
+    one = await create(
+        url, "agent-1", command=[*AGENT, "--send-to", "agent-2", "--send-every", "0.2"]
+    )
+    two = await create(url, "agent-2", command=AGENT)
     rule = {"from_instance": "agent-1", "to_instance": "agent-2", "type_pattern": "task.*"}
     assert (await post_json(url + "/api/routing-rules", rule))[0] == 201
     for name in ("agent-1", "agent-2"):

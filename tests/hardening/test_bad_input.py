@@ -7,6 +7,7 @@ import pytest
 import pytest_twisted
 import treq
 
+from tests import wsraw
 from tests.hardening import raw
 from tests.hardening.report import record
 from tests.hardening.test_policy import state
@@ -45,13 +46,13 @@ async def test_hostile_json_and_urls_get_a_clear_400(daemons):
     for name, body in BODIES.items():
         for path in ("/api/messages", "/api/instances", "/api/routing-rules"):
             headers = [json_type, ("Content-Length", str(len(body)))]
-            answer = await raw.exchange(port, raw.request("POST", path, headers, body, host=host))
+            answer = await raw.exchange(port, wsraw.request("POST", path, headers, body, host=host))
             answered += 1
             if answer.status != 400 or "error" not in answer.json():
                 wrong.append((name, path, answer.status, answer.body[:100]))
     for path in PATHS:
         method = "POST" if path.endswith("start") else "GET"
-        answer = await raw.exchange(port, raw.request(method, path, [], host=host))
+        answer = await raw.exchange(port, wsraw.request(method, path, [], host=host))
         answered += 1
         if answer.status != 400 or "error" not in answer.json():
             wrong.append((path, answer.status, answer.body[:100]))
@@ -59,7 +60,7 @@ async def test_hostile_json_and_urls_get_a_clear_400(daemons):
     for name, payload in FRAMES.items():
         stream = await raw.open_stream(port, "/ws/instances")
         await stream.client.until(lambda c, s=stream: s.frames().messages)
-        stream.client.write(raw.frame(raw.OP_TEXT, payload))
+        stream.client.write(wsraw.frame(wsraw.OP_TEXT, payload))
         closes.append(await stream.closed_with(timeout=3))
         errors = [m for m in stream.frames().messages if m["type"] == "error"]
         if closes[-1] != 1008 or [e["code"] for e in errors] != ["invalid_frame"]:

@@ -8,6 +8,7 @@ import pytest_twisted
 from twisted.internet import defer
 
 from cpstream.streams.connections import CAP_LOG_EVERY
+from tests import wsraw
 from tests.hardening import raw
 from tests.hardening.report import record
 from tests.support import global_reactor, post_json, sleep
@@ -31,7 +32,7 @@ async def test_connection_cap_refuses_with_503_and_logs_sparingly(daemons):
     refused, took, started = [], [], global_reactor.seconds()
     while global_reactor.seconds() - started < CAP_LOG_EVERY + 1:
         attempts = [
-            defer.ensureDeferred(raw.exchange(port, raw.upgrade(PATHS[n % 3], host)))
+            defer.ensureDeferred(raw.exchange(port, wsraw.upgrade(PATHS[n % 3], host)))
             for n in range(10)
         ]
         sent_at = global_reactor.seconds()

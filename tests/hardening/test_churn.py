@@ -12,6 +12,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer
 
+from tests import wsraw
 from tests.hardening import raw
 from tests.hardening.conftest import open_fds, rss_kib
 from tests.hardening.report import SOAK, record
@@ -45,7 +46,7 @@ async def churn(port: int, clients: int) -> None:
             handle.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             stream.client.abort()
         else:
-            stream.client.write(raw.frame(raw.OP_CLOSE, struct.pack("!H", 1000)))
+            stream.client.write(wsraw.frame(wsraw.OP_CLOSE, struct.pack("!H", 1000)))
     await wait_for(lambda: all(s.client.closed for s in streams), timeout=30)
     clean = [s for i, s in enumerate(streams) if not i % 2]
     assert all(s.frames().close_code == 1000 for s in clean)

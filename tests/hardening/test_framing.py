@@ -9,10 +9,10 @@ from twisted.internet import defer
 from twisted.internet.task import LoopingCall
 
 from tests.hardening import raw
-from tests.hardening.raw import OP_CLOSE, OP_CONTINUATION, OP_PING, OP_TEXT, frame
 from tests.hardening.report import record
 from tests.support import post_json, wait_for
 from tests.wsclient import WSClient
+from tests.wsraw import OP_CLOSE, OP_CONTINUATION, OP_PING, OP_TEXT, frame
 
 PING = b'{"type":"ping"}'
 VIOLATIONS = [

@@ -7,6 +7,7 @@ import os
 
 import pytest_twisted
 
+from tests import wsraw
 from tests.hardening import raw
 from tests.hardening.conftest import Sampler, temp_bytes
 from tests.hardening.report import record
@@ -29,16 +30,16 @@ async def test_oversized_websocket_messages_close_1009_quickly_and_cheaply(daemo
     port = daemon.port
     sampler = Sampler(daemon.pid)
     exact = await raw.open_stream(port, "/ws/instances")
-    exact.client.write(raw.frame(raw.OP_TEXT, padded_ping(LIMIT)))
+    exact.client.write(wsraw.frame(wsraw.OP_TEXT, padded_ping(LIMIT)))
     await exact.client.until(lambda c: any(m["type"] == "pong" for m in exact.frames().messages))
     assert exact.frames().close_code is None
 
     attacks = {
-        "64 KiB + 1": raw.frame(raw.OP_TEXT, padded_ping(LIMIT + 1)),
-        "10 MiB": raw.frame(raw.OP_TEXT, padded_ping(10 * MIB)),
-        "2^62 header": raw.frame(raw.OP_TEXT, b"x" * 1024, length=2**62),
-        "2 x 40 KiB fragments": raw.frame(raw.OP_TEXT, b"x" * (40 * KIB), fin=False)
-        + raw.frame(raw.OP_CONTINUATION, b"x" * (40 * KIB)),
+        "64 KiB + 1": wsraw.frame(wsraw.OP_TEXT, padded_ping(LIMIT + 1)),
+        "10 MiB": wsraw.frame(wsraw.OP_TEXT, padded_ping(10 * MIB)),
+        "2^62 header": wsraw.frame(wsraw.OP_TEXT, b"x" * 1024, length=2**62),
+        "2 x 40 KiB fragments": wsraw.frame(wsraw.OP_TEXT, b"x" * (40 * KIB), fin=False)
+        + wsraw.frame(wsraw.OP_CONTINUATION, b"x" * (40 * KIB)),
     }
     took = {}
     for name, data in attacks.items():

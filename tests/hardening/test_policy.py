@@ -13,6 +13,7 @@ from twisted.web.resource import Resource
 
 from cpstream.web.guard import Guard
 from cpstream.web.site import ControlPlaneSite
+from tests import wsraw
 from tests.hardening import raw
 from tests.hardening.report import record
 from tests.support import get_json, global_reactor, post_json, sleep
@@ -45,7 +46,7 @@ async def state(url: str) -> tuple:
 async def upgrades(port: int, path: str, host: str | None, headers: list, version: str = "13"):
     """Attempt one upgrade; the response, and every byte that followed it within 300 ms."""
     client = await raw.connect(port)
-    client.write(raw.upgrade(path, host, headers, version))
+    client.write(wsraw.upgrade(path, host, headers, version))
     answer = await client.response()
     await sleep(0.3)
     after = client.data[len(client.data) - len(answer.rest) :]
@@ -95,7 +96,7 @@ async def test_origin_matrix_on_every_stream(daemons):
             frames_after_403 += len(after) > 0
             assert answer.json()["error"], (name, path)
         else:
-            assert raw.read_frames(after).messages, f"{name} {path}: no first frame"
+            assert wsraw.read_frames(after).messages, f"{name} {path}: no first frame"
     assert not wrong, wrong
     assert frames_after_403 == 0
     record(
@@ -132,11 +133,11 @@ async def test_host_matrix_dns_rebinding(daemons):
         body = f'{{"name": "h-{tag}"}}'.encode()
         json_post = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
         return [
-            ("GET /", raw.request("GET", "/", extra), 200),
-            ("GET /api/instances", raw.request("GET", "/api/instances", extra), 200),
-            ("POST /api/instances", raw.request("POST", "/api/instances", extra + json_post,
-                                                body), 201),
-            ("upgrade /ws/instances", raw.upgrade("/ws/instances", None, extra), 101),
+            ("GET /", wsraw.request("GET", "/", extra), 200),
+            ("GET /api/instances", wsraw.request("GET", "/api/instances", extra), 200),
+            ("POST /api/instances", wsraw.request("POST", "/api/instances", extra + json_post,
+                                                  body), 201),
+            ("upgrade /ws/instances", wsraw.upgrade("/ws/instances", None, extra), 101),
         ]  # fmt: skip
 
     before = await state(daemon.url)
@@ -186,7 +187,7 @@ async def test_csrf_forms_foreign_origins_and_preflights_change_nothing(daemons)
     ).encode()
 
     def post(path: str, body: bytes, *headers: tuple[str, str]) -> bytes:
-        return raw.request(
+        return wsraw.request(
             "POST", path, [*headers, ("Content-Length", str(len(body)))], body, host=host
         )
 
@@ -212,12 +213,12 @@ async def test_csrf_forms_foreign_origins_and_preflights_change_nothing(daemons)
                                            ("Sec-Fetch-Site", "cross-site")), 403),
         ("Sec-Fetch-Site same-site", post("/api/instances/a/start", b"",
                                           ("Sec-Fetch-Site", "same-site")), 403),
-        ("foreign DELETE", raw.request("DELETE", f"/api/routing-rules/{rule['id']}", [evil],
-                                       host=host), 403),
-        ("OPTIONS preflight", raw.request("OPTIONS", "/api/instances", [evil,
+        ("foreign DELETE", wsraw.request("DELETE", f"/api/routing-rules/{rule['id']}", [evil],
+                                         host=host), 403),
+        ("OPTIONS preflight", wsraw.request("OPTIONS", "/api/instances", [evil,
          ("Access-Control-Request-Method", "POST"),
          ("Access-Control-Request-Headers", "content-type")], host=host), 405),
-        ("OPTIONS, no Origin", raw.request("OPTIONS", "/api/messages", [], host=host), 405),
+        ("OPTIONS, no Origin", wsraw.request("OPTIONS", "/api/messages", [], host=host), 405),
     ]  # fmt: skip
     before = await state(url)
     wrong = []
@@ -251,17 +252,17 @@ async def test_autobahn_surface_is_hidden(daemons):
     await post_json(daemon.url + "/api/instances", {"name": "a"})
     host = f"127.0.0.1:{port}"
     probes = [
-        (f"GET {path}?redirect=", raw.request("GET", f"{path}?redirect=http://evil.example"
-                                              "&after=1", [], host=host), 400)
+        (f"GET {path}?redirect=", wsraw.request("GET", f"{path}?redirect=http://evil.example"
+                                                "&after=1", [], host=host), 400)
         for path in STREAMS
     ] + [
-        ("HEAD /ws/instances", raw.request("HEAD", "/ws/instances", [], host=host), 400),
-        ("GET /ws/nothing", raw.request("GET", "/ws/nothing?redirect=http://evil.example", [],
-                                        host=host), 404),
-        ("upgrade, version 8", raw.upgrade("/ws/instances", host, version="8"), 400),
-        ("upgrade, no key", raw.request("GET", "/ws/instances", [("Upgrade", "websocket"),
+        ("HEAD /ws/instances", wsraw.request("HEAD", "/ws/instances", [], host=host), 400),
+        ("GET /ws/nothing", wsraw.request("GET", "/ws/nothing?redirect=http://evil.example", [],
+                                          host=host), 404),
+        ("upgrade, version 8", wsraw.upgrade("/ws/instances", host, version="8"), 400),
+        ("upgrade, no key", wsraw.request("GET", "/ws/instances", [("Upgrade", "websocket"),
          ("Connection", "Upgrade"), ("Sec-WebSocket-Version", "13")], host=host), 400),
-        ("upgrade", raw.upgrade("/ws/instances", host), 101),
+        ("upgrade", wsraw.upgrade("/ws/instances", host), 101),
     ]  # fmt: skip
     wrong, seen = [], []
     for name, data, expected in probes:
@@ -302,7 +303,7 @@ def test_form_bodies_are_never_parsed():
     channel.makeConnection(transport)
     body = b"a=1&b=2"
     channel.dataReceived(
-        raw.request(
+        wsraw.request(
             "POST",
             "/api/instances",
             [("Content-Type", "application/x-www-form-urlencoded"),
@@ -325,7 +326,9 @@ async def test_a_big_multipart_form_is_refused_without_stalling(daemons):
         ("Content-Type", "multipart/form-data; boundary=xyz"),
         ("Content-Length", str(len(body))),
     ]
-    request = raw.request("POST", "/api/instances", headers, body, host=f"127.0.0.1:{daemon.port}")
+    request = wsraw.request(
+        "POST", "/api/instances", headers, body, host=f"127.0.0.1:{daemon.port}"
+    )
     took = []
     for _ in range(5):
         started = global_reactor.seconds()

@@ -17,7 +17,8 @@ from twisted.internet.task import LoopingCall
 from cpstream.streams.settings import SEND_BUFFER
 from tests.hardening import raw
 from tests.hardening.conftest import Sampler
-from tests.hardening.report import SOAK, percentile, record, size
+from tests.hardening.report import SOAK, record, size
+from tests.stats import percentile
 from tests.support import global_reactor, post_json, sleep, wait_for
 from tests.wsclient import WSClient
 
@@ -187,7 +188,7 @@ async def test_never_reading_clients_cost_bounded_memory_and_slow_no_one(daemons
         if (m := LINE.search(line.encode()))
     ]  # fmt: skip
     latencies = normal["instances"].latencies + normal["messages"].latencies
-    p99 = percentile(latencies, 99) * 1000
+    p99 = percentile(latencies, 0.99) * 1000
     deltas = {kind: len(lag.latencies) for kind, lag in normal.items()}
     for stream in stuck.values():
         stream.client.abort()

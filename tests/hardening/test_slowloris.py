@@ -12,7 +12,8 @@ from twisted.internet.task import LoopingCall
 from cpstream.web.deadline import BODY_DEADLINE, HEADERS_DEADLINE
 from tests.hardening import raw
 from tests.hardening.conftest import open_fds
-from tests.hardening.report import percentile, record, size
+from tests.hardening.report import record, size
+from tests.stats import percentile
 from tests.support import global_reactor, sleep, wait_for
 
 DRIPPERS = size(50, 200)
@@ -100,7 +101,7 @@ async def test_slowloris_is_cut_off_while_a_normal_client_keeps_its_latency(daem
     header_held = max(c.lost_at - c.made_at for c in [*drippers, *idle])
     body_held = body.lost_at - body_headers_at
     answered_408 = sum(b" 408 " in c.data for c in everyone)
-    p99 = percentile(poller.latencies, 99) * 1000
+    p99 = percentile(poller.latencies, 0.99) * 1000
     assert header_held <= HEADERS_DEADLINE + SLACK, header_held
     assert BODY_DEADLINE - SLACK <= body_held <= BODY_DEADLINE + SLACK, body_held
     assert answered_408 == len(everyone)

@@ -7,6 +7,7 @@ import {
   BACKOFF_STEPS_MS,
   Link,
   Mode,
+  Resume,
   backoffDelay,
   overallMode,
 } from "../../cpstream/web/static/js/live.js";
@@ -98,4 +99,21 @@ test("the header shows the worst mode of the open streams", () => {
   assert.equal(overallMode([Mode.LIVE, Mode.CONNECTING]), Mode.CONNECTING);
   assert.equal(overallMode([Mode.LIVE, Mode.CLOSED]), Mode.LIVE);
   assert.equal(overallMode([]), Mode.CLOSED);
+});
+
+test("Resume follows seq and epoch from snapshots, resumes and deltas", () => {
+  const resume = new Resume("seq");
+  assert.equal(resume.url("ws://x/ws/instances"), "ws://x/ws/instances");
+  resume.see({ type: "message_event", seq: 3 });
+  assert.equal(resume.seq, null, "no position before a snapshot");
+  resume.see({ type: "snapshot", seq: 10, epoch: "ab" });
+  resume.see({ type: "status_changed", seq: 12 });
+  resume.see({ type: "status_changed", seq: 11 });
+  assert.equal(resume.url("ws://x/ws/instances"), "ws://x/ws/instances?since=12&epoch=ab");
+  resume.see({ type: "resumed", since: 12, seq: 20, epoch: "cd" });
+  assert.equal(resume.seq, 20);
+  assert.equal(resume.epoch, "cd");
+  resume.reset();
+  assert.equal(resume.url("ws://x/ws/instances"), "ws://x/ws/instances");
+  assert.throws(() => new Resume("nope"), RangeError);
 });

@@ -240,3 +240,31 @@ test("a poller polls at its interval, reports errors, and kick() polls at once",
   await flush();
   assert.equal(n, 3);
 });
+
+test("a seq stream reconnects with since and epoch, and resets after polling", async () => {
+  const { seen, handlers } = recorder();
+  new LiveStream("ws://x/ws/messages?instance=a", { ...handlers, resume: "seq" }, env).start();
+  assert.equal(Socket.last.url, "ws://x/ws/messages?instance=a");
+  Socket.last.open();
+  Socket.last.receive({ type: "snapshot", recent_events: [], seq: 7, epoch: "e1" });
+  Socket.last.receive({ type: "message_event", seq: 9 });
+  failAttempt();
+  assert.equal(Socket.last.url, "ws://x/ws/messages?instance=a&since=9&epoch=e1");
+  failAttempt();
+  failAttempt();
+  await flush();
+  assert.ok(seen.applied.length >= 1, "polling applied REST state");
+  failAttempt();
+  assert.equal(Socket.last.url, "ws://x/ws/messages?instance=a");
+});
+
+test("a cursor stream reconnects with the last cursor it was sent", () => {
+  const { handlers } = recorder();
+  new LiveStream("ws://x/ws/instances/a/logs?backlog=10", { ...handlers, resume: "cursor" }, env).start();
+  Socket.last.open();
+  Socket.last.receive({ type: "backlog", lines: [], count: 0, cursor: "c0" });
+  Socket.last.receive({ type: "lines", lines: ["x"], count: 1, cursor: "c/1+" });
+  Socket.last.receive({ type: "rotated" });
+  failAttempt();
+  assert.equal(Socket.last.url, "ws://x/ws/instances/a/logs?backlog=10&cursor=c%2F1%2B");
+});

@@ -134,6 +134,7 @@ export function mountDashboard(root, ctx) {
   };
 
   stream = ctx.stream("/ws/instances", {
+    resume: "seq",
     onOpen: (live) => {
       awaiting = null;
       askArchived(live);

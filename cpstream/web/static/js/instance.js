@@ -208,10 +208,20 @@ export function mountInstance(root, ctx, name) {
   });
 
   ctx.stream(`/ws/instances/${encodeURIComponent(name)}/logs?backlog=${BACKLOG}`, {
+    resume: "cursor",
     onFrame: (frame) => {
-      if (frame.type === "backlog") log.reset(frame.lines);
-      else if (frame.type === "lines") log.append(frame.lines);
+      if (frame.type === "backlog") {
+        if (frame.resumed === true) return; // the lines after our cursor follow
+        if (frame.gap) {
+          const { lines } = newTailLines(log.recent(50), frame.lines);
+          log.mark(GAP);
+          log.append(lines);
+        } else {
+          log.reset(frame.lines);
+        }
+      } else if (frame.type === "lines") log.append(frame.lines);
       else if (frame.type === "rotated") log.mark(ROTATED);
+      else if (frame.type === "gap") log.mark(GAP);
     },
     onError: (error) => {
       if (error.code === "instance_not_found" || error.code === 4404) notFound(error.message);

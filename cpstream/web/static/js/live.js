@@ -88,3 +88,50 @@ export function overallMode(modes) {
   }
   return Mode.CLOSED;
 }
+
+/**
+ * Where a stream can resume after a reconnect. `seq` streams (/ws/instances,
+ * /ws/messages) remember the last seq and the epoch and reconnect with
+ * `since`/`epoch`; `cursor` streams (logs) remember the last cursor and
+ * reconnect with `cursor`. `reset()` forgets it (the next connect starts over
+ * with a snapshot), as after the view's state came from REST polling.
+ */
+export class Resume {
+  constructor(kind) {
+    if (kind !== "seq" && kind !== "cursor") throw new RangeError(`unknown resume kind ${kind}`);
+    this.kind = kind;
+    this.reset();
+  }
+
+  reset() {
+    this.seq = null;
+    this.epoch = null;
+    this.cursor = null;
+  }
+
+  /** Note what a server frame says about the position. */
+  see(frame) {
+    if (this.kind === "cursor") {
+      if (typeof frame.cursor === "string") this.cursor = frame.cursor;
+      return;
+    }
+    if (frame.type === "snapshot" || frame.type === "resumed") {
+      this.epoch = frame.epoch ?? null;
+      this.seq = Number.isInteger(frame.seq) ? frame.seq : null;
+    } else if (Number.isInteger(frame.seq) && this.seq !== null) {
+      this.seq = Math.max(this.seq, frame.seq);
+    }
+  }
+
+  /** The URL to connect to: `base` with the resume parameters when there is a position. */
+  url(base) {
+    const params = [];
+    if (this.kind === "cursor" && this.cursor !== null) {
+      params.push(`cursor=${encodeURIComponent(this.cursor)}`);
+    } else if (this.kind === "seq" && this.seq !== null && this.epoch !== null) {
+      params.push(`since=${this.seq}`, `epoch=${encodeURIComponent(this.epoch)}`);
+    }
+    if (params.length === 0) return base;
+    return `${base}${base.includes("?") ? "&" : "?"}${params.join("&")}`;
+  }
+}

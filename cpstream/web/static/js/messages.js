@@ -176,6 +176,7 @@ export function mountMessages(root, ctx, query) {
   };
 
   ctx.stream(`/ws/messages?${queryOf(filters)}`, {
+    resume: "seq",
     onOpen: () => (note.hidden = true),
     onFrame: (frame) => {
       if (frame.type === "snapshot") {

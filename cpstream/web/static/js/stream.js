@@ -7,6 +7,7 @@ import {
   Link,
   Mode,
   PING_EVERY_MS,
+  Resume,
   SILENCE_LIMIT_MS,
   TERMINAL_CLOSE_CODES,
 } from "./live.js";
@@ -74,7 +75,9 @@ export class Poller {
  * A live stream: `onFrame` gets every server frame except `pong` and `error`,
  * `onOpen` runs on every (re)connect (send commands there), `onMode` hears the
  * mode changes, `onError` the server's error frames and terminal closes.
- * `poll` (`{fetch, apply, everyMs}`) is the REST fallback.
+ * `poll` (`{fetch, apply, everyMs}`) is the REST fallback. `resume` ("seq" or
+ * "cursor") makes a reconnect go on where the last connection left off: the
+ * server replays what was missed, or answers with a fresh snapshot when told to.
  */
 export class LiveStream {
   constructor(url, handlers = {}, env = defaultEnv()) {
@@ -85,7 +88,19 @@ export class LiveStream {
     this.onError = handlers.onError ?? (() => {});
     this.env = env;
     this.link = new Link({ random: env.random });
-    this.poller = handlers.poll ? new Poller(handlers.poll, env) : null;
+    this.resume = handlers.resume ? new Resume(handlers.resume) : null;
+    this.poller = handlers.poll
+      ? new Poller(
+          {
+            ...handlers.poll,
+            apply: (data) => {
+              this.resume?.reset(); // the view now holds REST state, not the stream's
+              handlers.poll.apply(data);
+            },
+          },
+          env,
+        )
+      : null;
     this.socket = null;
     this._errored = false;
     this._timers = { retry: null, ping: null, silence: null };
@@ -124,7 +139,7 @@ export class LiveStream {
     this._clear("retry");
     let socket;
     try {
-      socket = new this.env.WebSocket(this.url);
+      socket = new this.env.WebSocket(this.resume ? this.resume.url(this.url) : this.url);
     } catch (e) {
       this.onError({ code: "connect_failed", message: String(e) });
       this._failed();
@@ -164,7 +179,9 @@ export class LiveStream {
       return;
     }
     this.link.frame();
-    if (frame.type !== "pong") this.onFrame(frame);
+    if (frame.type === "pong") return;
+    this.resume?.see(frame);
+    this.onFrame(frame);
   }
 
   _closedBy(socket, event) {
