@@ -41,9 +41,11 @@ conformance: $(VENV)/.test-deps
 		tests/test_conformance.py
 
 # The hardening battery's long cases (slowloris, never-reading clients, churn) at the full
-# sizes of issue 8 (`make test` runs the first two smaller). Figures: $(ARTIFACTS)/hardening.json.
+# sizes of issue 8 (`make test` runs the first two smaller), and the stream-integrity
+# checker run long (40 runs of 120 steps). Figures: $(ARTIFACTS)/hardening.json, checker.json.
 soak: $(VENV)/.test-deps
 	mkdir -p $(ARTIFACTS)
+	CPSTREAM_SOAK=1 $(BIN)/pytest -q -p no:randomly -s tests/test_checker.py
 	CPSTREAM_SOAK=1 $(BIN)/pytest -q -p no:randomly tests/hardening/test_slowloris.py \
 		tests/hardening/test_slow_reader.py tests/hardening/test_churn.py
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from bench.fanout import fanout, idle_memory
 from bench.harness import ROOT, SERVERS
 from bench.logs import log_flood, log_latency
-from bench.state import snapshot_time, stuck_client
+from bench.state import backlog_time, resume_time, snapshot_time, stuck_client
 
 TARGETS = {
     "saturation": ">= 1.05x websockets @1000",
@@ -31,6 +31,7 @@ TARGETS = {
     "log_inotify": "p50 <= 120 ms",
     "log_poll": "p99 <= 650 ms",
     "snapshot": "< 100 ms",
+    "resume": "< snapshot",
 }
 FANOUT_ROWS = (
     ("p50_ms", "p50 latency, 20 ev/s (ms)", ".2f"),
@@ -111,6 +112,22 @@ def table(results: dict) -> str:
             f"{snap['median_ms']:.1f}",
             TARGETS["snapshot"],
         )
+    if "resume" in own:
+        resume = own["resume"]
+        own_row(
+            f"reconnect -> live at {resume['instances']:,} instances, {resume['missed']} missed:"
+            " resume / full snapshot (ms)",
+            f"{resume['resume_ms']:.1f} / {resume['snapshot_ms']:.1f}",
+            TARGETS["resume"],
+        )
+    if "backlog" in own:
+        backlog = own["backlog"]
+        own_row(
+            f"connect -> backlog of 1,000 lines, {backlog['log_mib']} MiB log of "
+            f"{backlog['line_kib']} KiB lines (ms)",
+            f"{backlog['median_ms']:.1f}",
+            "",
+        )
     return "\n".join(rows)
 
 
@@ -169,6 +186,8 @@ def main() -> None:
         ("log_flood", log_flood),
         ("stuck", stuck_client),
         ("snapshot", snapshot_time),
+        ("resume", resume_time),
+        ("backlog", backlog_time),
     ):
         if wanted(name):
             results["cpstream"][name] = run()

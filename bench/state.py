@@ -49,3 +49,69 @@ def snapshot_time(instances: int = 10_000, repeat: int = 5) -> dict:
     finally:
         server.close()
     return {"median_ms": statistics.median(times), "instances": size}
+
+
+def _frames_until(client: RawClient, count: int, timeout: float = 30) -> float:
+    """Read ``count`` frames; the monotonic time the last one was complete."""
+    received = 0.0
+    for _ in range(count):
+        _, received = client.frame(timeout=timeout)
+    return received
+
+
+def resume_time(instances: int = 10_000, missed: int = 10, repeat: int = 5) -> dict:
+    """Reconnect-to-live with ``instances`` instances after ``missed`` events: resuming
+    (``since``/``epoch``: a resumed frame and the missed events) against a full snapshot."""
+    server = Server("cpstream", "--instances", str(instances))
+    resumed, fresh = [], []
+    try:
+        for _ in range(repeat):
+            client = RawClient(server.port, "/ws/instances")
+            snapshot = client.json(timeout=30)
+            client.close()
+            server.command(f"burst {missed}")
+            server.until("done")
+            query = f"since={snapshot['seq']}&epoch={snapshot['epoch']}"
+            started = time.monotonic()
+            client = RawClient(server.port, f"/ws/instances?{query}")
+            resumed.append((_frames_until(client, 1 + missed) - started) * 1000)
+            client.close()
+            started = time.monotonic()
+            client = RawClient(server.port, "/ws/instances")
+            fresh.append((_frames_until(client, 1) - started) * 1000)
+            client.close()
+    finally:
+        server.close()
+    return {
+        "instances": instances,
+        "missed": missed,
+        "resume_ms": statistics.median(resumed),
+        "snapshot_ms": statistics.median(fresh),
+    }
+
+
+def backlog_time(line_kib: int = 10, size_mib: int = 16, repeat: int = 5) -> dict:
+    """Connect -> backlog of 1,000 lines from a 16 MiB log of 10 KiB lines."""
+    import tempfile
+    from pathlib import Path
+
+    data_dir = Path(tempfile.mkdtemp(prefix="cpstream-bench-"))
+    server = Server("cpstream", "--data-dir", str(data_dir))
+    path = data_dir / "instances" / "bench" / "logs" / "daemon.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = b"x" * (line_kib * 1024 - 1) + b"\n"
+    with open(path, "wb") as f:
+        for _ in range(size_mib * 1024 // line_kib):
+            f.write(line)
+    times = []
+    try:
+        for _ in range(repeat):
+            started = time.monotonic()
+            client = RawClient(server.port, "/ws/instances/bench/logs?backlog=1000")
+            payload, received = client.frame(timeout=60)
+            times.append((received - started) * 1000)
+            assert json.loads(payload)["count"] == 1000
+            client.close()
+    finally:
+        server.close()
+    return {"median_ms": statistics.median(times), "log_mib": size_mib, "line_kib": line_kib}

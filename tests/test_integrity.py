@@ -142,6 +142,8 @@ async def test_a_download_sends_exactly_its_content_length(daemon):
     answer = await client.response(timeout=20)
     assert answer.status == 200 and len(answer.body) == 4_000_001
     assert answer.body == b"x" * 4_000_000 + b"\n"
+    await sleep(0.5)
+    assert raw.parse_response(client.data).rest == b"", "bytes past the Content-Length"
     client.data = b""
     client.write(f"GET /api/health HTTP/1.1\r\n{head}".encode())
     second = await client.response(timeout=10)

@@ -102,3 +102,20 @@ def test_failed_transaction_leaves_no_rows(tmp_path):
             store.instances.insert(record("a", 18801))
             store.instances.insert(record("a", 18802))
     assert store.instances.load() == []
+
+
+def test_a_transaction_inside_another_joins_it(tmp_path):
+    """Nested transactions are one: an error anywhere rolls everything back."""
+    store = Store.open(tmp_path / "cp.db")
+    with pytest.raises(RuntimeError):
+        with store.transaction():
+            store.instances.insert(record("a", 18801))
+            with store.transaction():
+                store.instances.insert(record("b", 18802))
+            raise RuntimeError("undo both")
+    assert store.instances.load() == []
+    with store.transaction():
+        with store.transaction():
+            store.instances.insert(record("c", 18803))
+    assert [r["name"] for r in store.instances.load()] == ["c"]
+    store.close()

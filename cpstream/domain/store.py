@@ -78,7 +78,11 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """Run the block in one immediate transaction; roll back on any error."""
+        """Run the block in one immediate transaction; roll back on any error. Inside
+        another transaction the block simply joins it (the outer one commits)."""
+        if self._db.in_transaction:
+            yield self._db
+            return
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield self._db
