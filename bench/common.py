@@ -1,6 +1,6 @@
 """Shared by the benchmark servers: the event frame and the stdin command loop.
 
-Every server (cpstream and the references) prints ``ready PORT`` once it
+Every server (cpstream and the references) prints ``ready PORT [TOKEN]`` once it
 listens, then obeys one command per stdin line:
 
 ``rate COUNT HZ``  publish COUNT events at HZ per second, then print ``done``

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from bench.common import cpu_seconds, rss_kib
+from bench.wsraw import RawClient
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVERS = {
@@ -43,6 +44,11 @@ class Server:
         words = self.read().split()
         assert words[0] == "ready", words
         self.port = int(words[1])
+        self.token = words[2] if len(words) > 2 else None
+
+    def client(self, path: str, rcvbuf: int | None = None) -> RawClient:
+        """A raw stream client of this server, with its operator token."""
+        return RawClient(self.port, path, rcvbuf, self.token)
 
     def read(self) -> str:
         line = self.process.stdout.readline()
@@ -83,6 +89,8 @@ def loadgen(server: Server, clients: int, events: int, command: str, latency: bo
             "--clients", str(clients), "--events", str(events)]  # fmt: skip
     if latency:
         argv.append("--latency")
+    if server.token:
+        argv += ["--token", server.token]
     gen = subprocess.Popen(pinned(1, argv), cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert gen.stdout.readline().strip() == "connected"
     cpu_before, started = server.cpu, time.monotonic()

@@ -59,7 +59,8 @@ class Client(asyncio.Protocol):
 
     def connection_made(self, transport) -> None:
         self.transport = transport
-        transport.write(upgrade(self.run.path, f"127.0.0.1:{self.run.port}"))
+        headers = [("Authorization", f"Bearer {self.run.token}")] if self.run.token else []
+        transport.write(upgrade(self.run.path, f"127.0.0.1:{self.run.port}", headers))
 
     def data_received(self, data: bytes) -> None:
         now = time.time()
@@ -104,8 +105,11 @@ class Client(asyncio.Protocol):
 
 
 class Run:
-    def __init__(self, port: int, path: str, clients: int, events: int, latency: bool) -> None:
+    def __init__(
+        self, port: int, path: str, clients: int, events: int, latency: bool, token: str | None
+    ) -> None:
         self.port = port
+        self.token = token
         self.path = path
         self.clients = clients
         self.events = events
@@ -141,6 +145,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--path", default="/ws/instances")
+    parser.add_argument("--token", help="the operator token, if the server wants one")
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--events", type=int, default=200)
     parser.add_argument("--latency", action="store_true")
@@ -148,7 +153,7 @@ async def main() -> None:
     parser.add_argument("--hold", action="store_true", help="stay connected until stdin closes")
     args = parser.parse_args()
     loop = asyncio.get_running_loop()
-    run = Run(args.port, args.path, args.clients, args.events, args.latency)
+    run = Run(args.port, args.path, args.clients, args.events, args.latency, args.token)
     for _ in range(args.clients):
         _, client = await loop.create_connection(lambda: Client(run), "127.0.0.1", args.port)
         run.members.append(client)

@@ -10,14 +10,14 @@ import time
 from pathlib import Path
 
 from bench.harness import Server
-from bench.wsraw import RawClient
+from tests.support import instance_log
 
 
 def _followed_log(env: dict | None = None) -> tuple[Server, Path]:
     """A cpstream server and the log file of its ``bench`` instance."""
     data_dir = tempfile.mkdtemp(prefix="cpstream-bench-")
     server = Server("cpstream", "--data-dir", data_dir, env=env)
-    path = Path(data_dir) / "instances" / "bench" / "logs" / "daemon.log"
+    path = instance_log(Path(data_dir), "bench")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.touch()
     return server, path
@@ -28,7 +28,7 @@ def log_latency(poll_only: bool, lines: int = 200) -> dict:
     server, path = _followed_log({"CPSTREAM_POLL_ONLY": "1"} if poll_only else None)
     latencies: list[float] = []
     try:
-        client = RawClient(server.port, "/ws/instances/bench/logs?backlog=0")
+        client = server.client("/ws/instances/bench/logs?backlog=0")
         client.json()
         writer = threading.Thread(target=_probe_writer, args=(path, lines), daemon=True)
         writer.start()
@@ -65,7 +65,7 @@ def log_flood(rate: int = 50_000, seconds: float = 2.0) -> dict:
     biggest = frames = 0
     rss_before = rss_peak = server.rss
     try:
-        client = RawClient(server.port, "/ws/instances/bench/logs?backlog=0")
+        client = server.client("/ws/instances/bench/logs?backlog=0")
         client.json()
         writer = threading.Thread(target=_flood_writer, args=(path, rate, total), daemon=True)
         started = time.monotonic()

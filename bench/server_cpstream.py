@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+from pathlib import Path
 
 from twisted.internet import reactor, stdio
 
@@ -54,7 +55,8 @@ def main() -> None:
                 registry.create(f"i{n:05d}", port=20000 + n, health="process")
     commands = StatusFlipper(reactor, registry, bench)
     stdio.StandardIO(commands)
-    commands.say(f"ready {service.web.port.getHost().port}")
+    token = (Path(data_dir) / "operator.token").read_text().strip()
+    commands.say(f"ready {service.web.port.getHost().port} {token}")
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
     reactor.run()
 

@@ -9,6 +9,7 @@ import time
 
 from bench.harness import Server
 from bench.wsraw import RawClient
+from tests.support import instance_log
 
 
 def stuck_client(events: int = 10_000) -> dict:
@@ -17,7 +18,7 @@ def stuck_client(events: int = 10_000) -> dict:
     try:
         time.sleep(0.5)
         before = server.rss
-        stuck = RawClient(server.port, "/ws/instances", rcvbuf=4096)
+        stuck = server.client("/ws/instances", rcvbuf=4096)
         stuck.json()
         server.command(f"burst {events}")
         server.until("done")
@@ -41,7 +42,7 @@ def snapshot_time(instances: int = 10_000, repeat: int = 5) -> dict:
     try:
         for _ in range(repeat):
             started = time.monotonic()
-            client = RawClient(server.port, "/ws/instances")
+            client = server.client("/ws/instances")
             payload, received = client.frame(timeout=30)
             times.append((received - started) * 1000)
             size = len(json.loads(payload)["instances"])
@@ -66,18 +67,18 @@ def resume_time(instances: int = 10_000, missed: int = 10, repeat: int = 5) -> d
     resumed, fresh = [], []
     try:
         for _ in range(repeat):
-            client = RawClient(server.port, "/ws/instances")
+            client = server.client("/ws/instances")
             snapshot = client.json(timeout=30)
             client.close()
             server.command(f"burst {missed}")
             server.until("done")
             query = f"since={snapshot['seq']}&epoch={snapshot['epoch']}"
             started = time.monotonic()
-            client = RawClient(server.port, f"/ws/instances?{query}")
+            client = server.client(f"/ws/instances?{query}")
             resumed.append((_frames_until(client, 1 + missed) - started) * 1000)
             client.close()
             started = time.monotonic()
-            client = RawClient(server.port, "/ws/instances")
+            client = server.client("/ws/instances")
             fresh.append((_frames_until(client, 1) - started) * 1000)
             client.close()
     finally:
@@ -97,8 +98,7 @@ def backlog_time(line_kib: int = 10, size_mib: int = 16, repeat: int = 5) -> dic
 
     data_dir = Path(tempfile.mkdtemp(prefix="cpstream-bench-"))
     server = Server("cpstream", "--data-dir", str(data_dir))
-    path = data_dir / "instances" / "bench" / "logs" / "daemon.log"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = instance_log(data_dir, "bench")
     line = b"x" * (line_kib * 1024 - 1) + b"\n"
     with open(path, "wb") as f:
         for _ in range(size_mib * 1024 // line_kib):
@@ -107,7 +107,7 @@ def backlog_time(line_kib: int = 10, size_mib: int = 16, repeat: int = 5) -> dic
     try:
         for _ in range(repeat):
             started = time.monotonic()
-            client = RawClient(server.port, "/ws/instances/bench/logs?backlog=1000")
+            client = server.client("/ws/instances/bench/logs?backlog=1000")
             payload, received = client.frame(timeout=60)
             times.append((received - started) * 1000)
             assert json.loads(payload)["count"] == 1000

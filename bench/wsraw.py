@@ -15,12 +15,15 @@ from tests.wsraw import next_frame, upgrade
 class RawClient:
     """Opens one stream, reads whole server frames; nothing else."""
 
-    def __init__(self, port: int, path: str, rcvbuf: int | None = None) -> None:
+    def __init__(
+        self, port: int, path: str, rcvbuf: int | None = None, token: str | None = None
+    ) -> None:
         self.sock = socket.socket()
         if rcvbuf is not None:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.connect(("127.0.0.1", port))
-        self.sock.sendall(upgrade(path, f"127.0.0.1:{port}"))
+        headers = [("Authorization", f"Bearer {token}")] if token else []
+        self.sock.sendall(upgrade(path, f"127.0.0.1:{port}", headers))
         self.buffer = b""
         self.offset = 0
         while b"\r\n\r\n" not in self.buffer:

@@ -2,8 +2,9 @@
 
 A real, small program run as an instance: it serves ``GET /health`` on
 ``$CPSTREAM_PORT``, writes a heartbeat line to its log (stdout) every few
-seconds, long-polls the control plane at ``$CPSTREAM_URL`` for its messages,
-logs and acknowledges them, and can send ``task.handoff`` messages to a peer.
+seconds, long-polls the control plane at ``$CPSTREAM_URL`` for its messages
+(with its own token, ``$CPSTREAM_TOKEN``), logs and acknowledges them under
+their lease, and can send ``task.handoff`` messages to a peer.
 It exits by itself once its control plane has been unreachable for 60 s.
 Flags make it misbehave on purpose for tests.
 """
@@ -64,6 +65,7 @@ class Agent:
         self.name = env.get("CPSTREAM_INSTANCE", "agent")
         self.port = int(env.get("CPSTREAM_PORT", "0"))
         self.cp_url = env.get("CPSTREAM_URL", "http://127.0.0.1:18800").rstrip("/")
+        self._token = env.get("CPSTREAM_TOKEN", "")
         self._treq = treq
         pool = HTTPConnectionPool(reactor, persistent=True)
         self._http = HTTPClient(WebAgent(reactor, pool=pool, connectTimeout=5))
@@ -148,6 +150,8 @@ class Agent:
     def _request(self, method: str, path: str, body: Any = None, **kwargs: Any):
         data = None if body is None else json.dumps(body).encode()
         headers = {"Content-Type": ["application/json"]} if data is not None else {}
+        if self._token:
+            headers["Authorization"] = [f"Bearer {self._token}"]
         return self._http.request(
             method, self.cp_url + path, data=data, headers=headers, reactor=self._reactor, **kwargs
         )
@@ -188,12 +192,15 @@ class Agent:
             f"received {message['message_type']} {message['id']} from {message['from_instance']}"
             f" payload={json.dumps(message.get('payload'))}",
         )
+        lease = {"lease_id": message.get("lease_id")}
         if self._options.refuse_messages:
             action = self._request(
-                "POST", f"/api/messages/{message['id']}/fail", {"detail": "refused by agent"}
+                "POST",
+                f"/api/messages/{message['id']}/fail",
+                {**lease, "detail": "refused by agent"},
             )
         else:
-            action = self._request("POST", f"/api/messages/{message['id']}/acknowledge", {})
+            action = self._request("POST", f"/api/messages/{message['id']}/acknowledge", lease)
         action.addCallback(self._contact)
         action.addErrback(lambda f: log("ERROR", f"acknowledge failed: {f.value!r}"))
         action.addBoth(lambda _: self._reactor.callLater(0, self._receive))

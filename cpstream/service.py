@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer
@@ -25,9 +26,10 @@ class WebService(Service):
 
     log = Logger()
 
-    def __init__(self, endpoint: Any, site: Any) -> None:
+    def __init__(self, endpoint: Any, site: Any, scheme: str = "http") -> None:
         self._endpoint = endpoint
         self._site = site
+        self._scheme = scheme
         self.port: IListeningPort | None = None
 
     def startService(self) -> None:  # noqa: N802 (Twisted API)
@@ -45,13 +47,18 @@ class WebService(Service):
 
     @property
     def url(self) -> str:
+        """Where a browser or an agent reaches us (``http+unix://`` for a unix socket)."""
         address = self.port.getHost() if self.port is not None else None
+        name = getattr(address, "name", None)
+        if name is not None:
+            path = name.decode() if isinstance(name, bytes) else str(name)
+            return "http+unix://" + quote(path, safe="")
         host = getattr(address, "host", "127.0.0.1")
         if host in ("0.0.0.0", "::", ""):
             host = "127.0.0.1"
         if ":" in host:
             host = f"[{host}]"
-        return f"http://{host}:{getattr(address, 'port', 18800)}"
+        return f"{self._scheme}://{host}:{getattr(address, 'port', 18800)}"
 
     def stopService(self) -> defer.Deferred:  # noqa: N802 (Twisted API)
         super().stopService()

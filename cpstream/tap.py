@@ -7,11 +7,13 @@ only place that touches the global reactor.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from twisted.internet import endpoints
+from twisted.logger import Logger
 from twisted.python import usage
 
 from cpstream.demo import seed_demo
@@ -27,14 +29,18 @@ from cpstream.domain.retention import DEFAULT_RETENTION, Retention
 from cpstream.domain.routing import RoutingRules
 from cpstream.domain.store import Store
 from cpstream.domain.supervisor import Supervisor
+from cpstream.domain.tokens import operator_token
 from cpstream.service import ControlPlane, WebService
 from cpstream.streams.connections import Streams
 from cpstream.streams.settings import prepare_frame
 from cpstream.web.api import ControlAPI
+from cpstream.web.auth import Authenticator, LoginCodes, Sessions
 from cpstream.web.guard import Guard
 from cpstream.web.probe import HttpProbe
 from cpstream.web.site import ControlPlaneSite, build_root
 from cpstream.web.streams import build_streams
+
+log = Logger()
 
 
 def _positive_float(value: str) -> float:
@@ -82,6 +88,13 @@ class Options(usage.Options):
             "Twisted server endpoint to listen on.",
         ],
         ["data-dir", None, "~/.cpstream", "Directory for the database and instance logs."],
+        [
+            "auth",
+            None,
+            "token",
+            "token (the operator token, agent tokens, browser sessions) or none (a"
+            " single-user machine: loopback or unix listener only).",
+        ],
         [
             "idle-timeout",
             None,
@@ -138,13 +151,38 @@ class Options(usage.Options):
     def postOptions(self) -> None:  # noqa: N802 (Twisted API)
         from twisted.internet import reactor
 
+        if self["listen"].startswith("unix:") and ":mode=" not in self["listen"]:
+            self["listen"] += ":mode=600"  # the socket file: only this user may connect
         try:
             endpoints.serverFromString(reactor, self["listen"])
-        except (ValueError, KeyError, TypeError) as e:
+        except (ValueError, KeyError, TypeError, OSError) as e:
             raise usage.UsageError(
                 f"--listen: not a server endpoint: {self['listen']!r} ({e})"
             ) from None
+        if self["auth"] not in ("token", "none"):
+            raise usage.UsageError(f"--auth must be 'token' or 'none', not {self['auth']!r}")
+        if self["auth"] == "none" and not local_only(self["listen"]):
+            raise usage.UsageError(
+                "--auth none needs a loopback or unix listener (for example"
+                " tcp:18800:interface=127.0.0.1): anyone who reaches the port could run commands"
+            )
         self["data-dir"] = Path(self["data-dir"]).expanduser()
+
+
+LOOPBACK = ("127.", "::1", "localhost")
+
+
+def local_only(listen: str) -> bool:
+    """Whether an endpoint string listens on loopback only or on a unix socket."""
+    kind, _, rest = listen.partition(":")
+    if kind == "unix":
+        return True
+    if kind not in ("tcp", "tcp6", "ssl"):
+        return False
+    parts = [part.replace("\\:", ":") for part in re.split(r"(?<!\\):", rest)]
+    fields = dict(part.partition("=")[::2] for part in parts if "=" in part)
+    interface = fields.get("interface", "").strip("[]")
+    return interface.startswith(LOOPBACK)
 
 
 def makeService(config: Options, reactor: Any = None) -> ControlPlane:  # noqa: N802 (Twisted API)
@@ -157,6 +195,7 @@ def makeService(config: Options, reactor: Any = None) -> ControlPlane:  # noqa: 
     messages_hub = Hub(reactor, prepare=prepare_frame, seq=store.messages.last_event_id())
     registry = Registry(store, instances_hub, reactor, default_command())
     logs = LogFiles(data_dir, size_cap=config["log-size-cap"])
+    logs.adopt_named(registry.all(include_archived=True))
     supervisor = Supervisor(reactor, registry, logs, HttpProbe(reactor))
     rules = RoutingRules(store.rules, registry, reactor)
     messaging = Messaging(store, messages_hub, reactor, rules)
@@ -168,14 +207,26 @@ def makeService(config: Options, reactor: Any = None) -> ControlPlane:  # noqa: 
         reactor, inotify=_inotify(reactor), secret=bytes.fromhex(store.meta.get("secret"))
     )
     logs.when_capped(tails.capped)
+    logs.when_removed(tails.removed)
     retention = Retention(store, reactor, keep=config["retention"])
     ws = build_streams(
         streams, registry, instances_hub, messaging, messages_hub, logs, tails, config["echo"]
     )
     guard = Guard(config["allowed-host"], config["allowed-origin"])
-    site = ControlPlaneSite(build_root(api.app.resource(), ws), guard, reactor)
-    web = WebService(endpoints.serverFromString(reactor, config["listen"]), site)
-    on_ready = (lambda: seed_demo(registry, supervisor, rules),) if config["demo"] else ()
+    token = operator_token(data_dir / "operator.token")
+    auth = Authenticator(
+        token,
+        registry,
+        Sessions(token, store.sessions, reactor),
+        LoginCodes(),
+        required=config["auth"] == "token",
+    )
+    site = ControlPlaneSite(build_root(api.app.resource(), ws, auth), guard, reactor, auth)
+    scheme = "https" if config["listen"].startswith("ssl:") else "http"
+    web = WebService(endpoints.serverFromString(reactor, config["listen"]), site, scheme)
+    on_ready: tuple[Any, ...] = (lambda: _welcome(web, auth),)
+    if config["demo"]:
+        on_ready += (lambda: seed_demo(registry, supervisor, rules),)
     return ControlPlane(
         store,
         web,
@@ -186,6 +237,16 @@ def makeService(config: Options, reactor: Any = None) -> ControlPlane:  # noqa: 
         registry=registry,
         hubs={"instances": instances_hub, "messages": messages_hub},
     )
+
+
+def _welcome(web: WebService, auth: Authenticator) -> None:
+    """Log where the dashboard is: with a one-time login link when a token is needed."""
+    if auth.required:
+        link = f"{web.url}/login?token={auth.codes.mint()}"
+        log.info("dashboard: {link}  (a one-time login link)", link=link)
+    else:
+        log.warn("--auth none: anyone who can reach {url} can run commands", url=web.url)
+        log.info("dashboard: {url}/", url=web.url)
 
 
 def _inotify(reactor: Any) -> Any:

@@ -13,11 +13,14 @@ import tempfile
 import threading
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from twisted.internet import reactor as global_reactor
 from twisted.internet import threads
 from twisted.python.threadpool import ThreadPool
+
+from tests.support import TOKENS
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -50,6 +53,7 @@ class Browser:
         self._playwright: Any = None
         self._chromium: Any = None
         self._profile = tempfile.TemporaryDirectory(prefix="cpstream-chromium-")
+        self._sessions: set[tuple[str, str]] = set()
 
     def run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """A Deferred firing with ``fn(*args, **kwargs)`` run on the Playwright thread."""
@@ -86,14 +90,31 @@ class Browser:
         if self._playwright is not None:
             self._playwright.stop()
 
-    async def open(self, url: str) -> Tab:
-        """A new tab at ``url`` that records console messages, page errors and requests."""
-        return await self.run(self._open, url)
+    async def open(self, url: str, log_in: bool = True) -> Tab:
+        """A new tab at ``url`` that records console messages, page errors and requests;
+        logged in first (as its operator would be) unless ``log_in`` is false."""
+        return await self.run(self._open, url, log_in)
 
-    def _open(self, url: str) -> Tab:
+    def _open(self, url: str, log_in: bool = True) -> Tab:
         tab = Tab(self._chromium.new_page())
+        if log_in:
+            self._log_in(tab, url)
         tab.page.goto(url)
         return tab
+
+    def log_out_everywhere(self) -> None:
+        """Forget every session cookie (as a new browser would have none)."""
+        self._chromium.clear_cookies()
+        self._sessions.clear()
+
+    def _log_in(self, tab: Tab, url: str) -> None:
+        """Follow the daemon's login link once per daemon (as its operator would), so the
+        persistent profile holds a session cookie for it."""
+        parts = urlsplit(url)
+        token = TOKENS.get(parts.netloc)
+        if token and (parts.netloc, token) not in self._sessions:
+            tab.page.goto(f"{parts.scheme}://{parts.netloc}/login?token={token}")
+            self._sessions.add((parts.netloc, token))
 
 
 class Tab:

@@ -29,7 +29,16 @@ from twisted.internet import defer
 
 from tests import wsraw
 from tests.hardening import raw
-from tests.support import Daemon, create, get_json, post_json, sleep, wait_for
+from tests.support import (
+    Daemon,
+    create,
+    get_json,
+    instance_log,
+    post_json,
+    read_token,
+    sleep,
+    wait_for,
+)
 
 LINE = re.compile(r"^L(\d{7}) ")
 SMALL_RCVBUF = 4096
@@ -150,7 +159,8 @@ class Checker:
         path = {"instances": "/ws/instances", "messages": "/ws/messages"}.get(kind, kind)
         full = f"{path}?{query}" if query else path
         client = await raw.connect(self.daemon.port, rcvbuf=SMALL_RCVBUF)
-        client.write(wsraw.upgrade(full, f"127.0.0.1:{self.daemon.port}"))
+        token = ("Authorization", f"Bearer {read_token(self.daemon.data_dir)}")
+        client.write(wsraw.upgrade(full, f"127.0.0.1:{self.daemon.port}", [token]))
         await client.until(lambda c: b"\r\n\r\n" in c.data, timeout=10)
         head, _, rest = client.data.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 101"), head[:200]
@@ -225,7 +235,7 @@ class Checker:
                 pass
 
     def log_path(self, name: str) -> Path:
-        return self.daemon.data_dir / "instances" / name / "logs" / "daemon.log"
+        return instance_log(self.daemon.data_dir, name, make=False)
 
     def write_lines(self, name: str, count: int, split_last: bool) -> None:
         """Append numbered lines to an instance's log, the last one possibly in two parts

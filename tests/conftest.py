@@ -14,7 +14,7 @@ from twisted.internet import reactor as global_reactor
 from twisted.logger import formatEvent, globalLogPublisher
 
 from cpstream.tap import Options, makeService
-from tests.support import RUN_MARKER, Daemon, World, kill_processes_with
+from tests.support import RUN_MARKER, Daemon, World, authorize, kill_processes_with, read_token
 
 # Every process a test starts (daemons and their instances) inherits this
 # marker, so that nothing outlives the session even when a test fails.
@@ -96,6 +96,7 @@ async def cp(data_dir: Path) -> AsyncIterator[RunningControlPlane]:
     service.startService()
     running = RunningControlPlane(service, data_dir)
     url = running.url
+    authorize(url, read_token(data_dir))
     try:
         yield running
     finally:

@@ -6,9 +6,11 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import treq
 from twisted.internet import defer, task
@@ -27,6 +29,7 @@ from cpstream.domain.store import Store
 from cpstream.domain.supervisor import Supervisor
 from cpstream.streams.connections import Streams
 from cpstream.streams.settings import StreamSettings, prepare_frame
+from cpstream.web.auth import Authenticator, LoginCodes
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_MARKER = "CPSTREAM_TEST_RUN"
@@ -69,6 +72,8 @@ class ClockedReactor:
         return getattr(self._real, name)
 
 
+# A site's credentials check when a test builds the site by hand and checks something else.
+NO_AUTH = Authenticator("unused", None, None, LoginCodes(), required=False)  # type: ignore[arg-type]
 # Autobahn's handshake timers off: protocol tests drive everything else on a Clock.
 NO_TIMERS = StreamSettings(open_handshake_timeout=0, close_handshake_timeout=0)
 EPOCH = 1_790_000_000
@@ -166,6 +171,43 @@ class World:
         self.store.close()
 
 
+def instance_pid(data_dir: Path, name: str) -> int | None:
+    """The pid the database holds for the active instance called ``name``."""
+    db = sqlite3.connect(f"file:{data_dir / 'cp.db'}?mode=ro", uri=True)
+    try:
+        row = db.execute(
+            "SELECT pid FROM instances WHERE name = ? AND archived_at IS NULL", (name,)
+        ).fetchone()
+    finally:
+        db.close()
+    return row[0] if row else None
+
+
+async def agent_token(data_dir: Path, name: str) -> str:
+    """The agent token the running instance ``name`` was given (from its environment)."""
+    await wait_for(lambda: instance_pid(data_dir, name))
+    return process_environ(instance_pid(data_dir, name))["CPSTREAM_TOKEN"]
+
+
+def instance_log(data_dir: Path, name: str, make: bool = True) -> Path:
+    """The current log file of the instance called ``name`` (its active one, else its newest
+    archived one): logs are kept by instance id."""
+    db = sqlite3.connect(f"file:{data_dir / 'cp.db'}?mode=ro", uri=True)
+    try:
+        row = db.execute(
+            "SELECT id FROM instances WHERE name = ?"
+            " ORDER BY archived_at IS NULL DESC, archived_at DESC LIMIT 1",
+            (name,),
+        ).fetchone()
+    finally:
+        db.close()
+    assert row is not None, f"no instance named {name!r}"
+    path = data_dir / "instances" / row[0] / "logs" / "daemon.log"
+    if make:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def processes_with(marker: str, value: str) -> list[int]:
     """Pids of live processes whose environment has ``marker=value``."""
     needle = f"{marker}={value}".encode()
@@ -198,15 +240,63 @@ def kill_processes_with(marker: str, value: str) -> int:
 # ``treq.testing.StubTreq`` answering from a resource tree in memory.
 
 
+# The operator token of each control plane a test runs, by "host:port": the helpers
+# below (and WSClient) send it unless the request brings its own Authorization.
+TOKENS: dict[str, str] = {}
+
+
+def authorize(url: str, token: str) -> None:
+    """From now on, requests to ``url``'s host and port carry ``token``."""
+    TOKENS[urlsplit(url).netloc] = token
+
+
+def read_token(data_dir: Path) -> str:
+    return (data_dir / "operator.token").read_text().strip()
+
+
+def auth_headers(url: str, headers: dict | None = None) -> dict:
+    """``headers`` plus the operator token for ``url`` (unless they carry one already)."""
+    headers = dict(headers or {})
+    token = TOKENS.get(urlsplit(url).netloc)
+    named = {(k.decode() if isinstance(k, bytes) else k).lower() for k in headers}
+    if token and "authorization" not in named:
+        headers[b"Authorization"] = [f"Bearer {token}".encode()]
+    return headers
+
+
+class AuthedTreq:
+    """treq that sends the operator token of whichever control plane a URL names."""
+
+    def request(self, method: str, url: str, **kwargs: Any) -> Any:
+        kwargs["headers"] = auth_headers(url, kwargs.get("headers"))
+        return treq.request(method, url, **kwargs)
+
+    def get(self, url: str, **kwargs: Any) -> Any:
+        return self.request("GET", url, **kwargs)
+
+    def post(self, url: str, **kwargs: Any) -> Any:
+        return self.request("POST", url, **kwargs)
+
+    def put(self, url: str, **kwargs: Any) -> Any:
+        return self.request("PUT", url, **kwargs)
+
+    def delete(self, url: str, **kwargs: Any) -> Any:
+        return self.request("DELETE", url, **kwargs)
+
+
+http = AuthedTreq()
+
+
 async def get_json(url: str, client: Any = treq, **kwargs: Any) -> tuple[int, Any]:
-    response = await client.get(url, **kwargs)
+    headers = auth_headers(url, kwargs.pop("headers", None))
+    response = await client.get(url, headers=headers, **kwargs)
     return response.code, await response.json()
 
 
 async def post_json(
     url: str, body: Any = None, client: Any = treq, **kwargs: Any
 ) -> tuple[int, Any]:
-    headers = kwargs.pop("headers", {})
+    headers = auth_headers(url, kwargs.pop("headers", None))
     data = None
     if body is not None:
         data = json.dumps(body).encode()
@@ -216,7 +306,8 @@ async def post_json(
 
 
 async def delete_json(url: str, client: Any = treq, **kwargs: Any) -> tuple[int, Any]:
-    response = await client.delete(url, **kwargs)
+    headers = auth_headers(url, kwargs.pop("headers", None))
+    response = await client.delete(url, headers=headers, **kwargs)
     return response.code, await response.json()
 
 
@@ -304,10 +395,13 @@ class Daemon:
 
     def _output(self, data: bytes) -> None:
         self.output += data
-        match = re.search(rb"cpstream listening on (http://[\d.]+:(\d+))", self.output)
+        match = re.search(rb"cpstream listening on (https?://[\d.]+:(\d+))", self.output)
         if match and self._listening is not None and not self._listening.called:
             self.url = match.group(1).decode()
             self.port = int(match.group(2))
+            token_file = self.data_dir / "operator.token"
+            if token_file.exists():
+                authorize(self.url, read_token(self.data_dir))
             self._listening.callback(self)
 
     @property

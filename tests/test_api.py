@@ -5,9 +5,17 @@ from __future__ import annotations
 import json
 
 import pytest_twisted
-import treq
 
-from tests.support import SLEEPER, create, delete_json, get_json, post_json, wait_for
+from tests.support import (
+    SLEEPER,
+    create,
+    delete_json,
+    get_json,
+    http,
+    instance_log,
+    post_json,
+    wait_for,
+)
 
 
 async def status_of(cp, name):
@@ -67,11 +75,11 @@ async def test_create_errors(cp):
 async def test_malformed_json_and_wrong_types(cp):
     """Malformed JSON is 400, a non-object body 400, a non-JSON content type 415."""
     headers = {b"Content-Type": [b"application/json"]}
-    response = await treq.post(cp.api("/instances"), data=b"{nope", headers=headers)
+    response = await http.post(cp.api("/instances"), data=b"{nope", headers=headers)
     assert response.code == 400 and "malformed JSON" in (await response.json())["error"]
-    response = await treq.post(cp.api("/instances"), data=b"[1]", headers=headers)
+    response = await http.post(cp.api("/instances"), data=b"[1]", headers=headers)
     assert response.code == 400
-    response = await treq.post(
+    response = await http.post(
         cp.api("/instances"), data=b"name=a", headers={b"Content-Type": [b"text/plain"]}
     )
     assert response.code == 415 and "application/json" in (await response.json())["error"]
@@ -81,7 +89,7 @@ async def test_malformed_json_and_wrong_types(cp):
 async def test_oversized_body_is_413(cp):
     """A body over 1 MiB is refused with a JSON 413."""
     big = json.dumps({"name": "a", "pad": "x" * (1024 * 1024)}).encode()
-    response = await treq.post(
+    response = await http.post(
         cp.api("/instances"), data=big, headers={b"Content-Type": [b"application/json"]}
     )
     assert response.code == 413 and "over" in (await response.json())["error"]
@@ -90,11 +98,11 @@ async def test_oversized_body_is_413(cp):
 @pytest_twisted.ensureDeferred
 async def test_unknown_paths_and_methods_are_json(cp):
     """Unknown /api/ paths are JSON 404; a wrong method is JSON 405."""
-    response = await treq.get(cp.api("/nothing/here"))
+    response = await http.get(cp.api("/nothing/here"))
     assert response.code == 404
     assert response.headers.getRawHeaders(b"content-type") == [b"application/json"]
     assert (await response.json()) == {"error": "no such API endpoint"}
-    response = await treq.put(
+    response = await http.put(
         cp.api("/instances"), data=b"{}", headers={b"Content-Type": [b"application/json"]}
     )
     assert response.code == 405 and "error" in await response.json()
@@ -115,7 +123,7 @@ async def test_unknown_instance_is_404_everywhere(cp):
         ("GET", "/instances/ghost/logs"),
         ("GET", "/instances/ghost/logs/download"),
     ]:
-        response = await treq.request(method, cp.api(path))
+        response = await http.request(method, cp.api(path))
         body = await response.json()
         assert response.code == 404 and "ghost" in body["error"], (method, path, body)
 
@@ -227,8 +235,7 @@ async def test_clone(cp):
 async def test_logs_tail_page_and_download(cp):
     """Logs come back in tail and page modes from the real file, and download whole."""
     await create(cp.url, "a")
-    path = cp.data_dir / "instances" / "a" / "logs" / "daemon.log"
-    path.parent.mkdir(parents=True)
+    path = instance_log(cp.data_dir, "a")
     path.write_bytes(b"".join(b"line %d\n" % i for i in range(300)) + b"partial")
     code, body = await get_json(cp.api("/instances/a/logs"))
     assert code == 200 and body["mode"] == "tail" and body["name"] == "a"
@@ -238,7 +245,7 @@ async def test_logs_tail_page_and_download(cp):
     for query in ("lines=0", "lines=10001", "lines=x", "mode=head", "mode=page&offset=-1"):
         code, body = await get_json(cp.api(f"/instances/a/logs?{query}"))
         assert code == 400, query
-    response = await treq.get(cp.api("/instances/a/logs/download"))
+    response = await http.get(cp.api("/instances/a/logs/download"))
     assert response.code == 200
     assert (await response.content()) == path.read_bytes()
     assert b"attachment" in response.headers.getRawHeaders(b"content-disposition")[0]

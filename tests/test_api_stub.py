@@ -258,7 +258,7 @@ def test_acknowledging_a_queued_message_is_409(api):
     """Only a delivered message can be acknowledged: a queued one is a 409 and stays queued."""
     api.pair()
     _, sent = api.post("/messages", SEND)
-    code, body = api.post(f"/messages/{sent['id']}/acknowledge")
+    code, body = api.post(f"/messages/{sent['id']}/acknowledge", {"lease_id": "none-yet"})
     assert code == 409 and "is queued, not delivered" in body["error"]
     assert api.get(f"/messages/{sent['id']}")[1]["status"] == "queued"
 
@@ -302,7 +302,8 @@ def test_pending_leases_the_oldest_queued_message(api):
     events = api.get(f"/messages/{first['id']}")[1]["events"]
     assert [e["event"] for e in events] == ["queued", "delivered"]
     assert api.get("/instances/b/messages/pending?wait=0")[1]["message"]["id"] == second["id"]
-    assert api.post(f"/messages/{first['id']}/acknowledge") == (
+    lease = {"lease_id": message["lease_id"]}
+    assert api.post(f"/messages/{first['id']}/acknowledge", lease) == (
         200,
         {"id": first["id"], "status": "acknowledged"},
     )

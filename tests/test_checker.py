@@ -191,7 +191,8 @@ class StreamIntegrity(RuleBasedStateMachine):
                 if message is None:
                     return
                 verb = "acknowledge" if outcome == "ack" else "fail"
-                await self.checker.call("POST", f"/messages/{message['id']}/{verb}", {})
+                lease = {"lease_id": message["lease_id"]}
+                await self.checker.call("POST", f"/messages/{message['id']}/{verb}", lease)
 
         run(take())
 

@@ -47,7 +47,8 @@ async def run_suite(data_dir: Path, name: str, include: tuple[str, ...], timeout
     """Run the selected cases against a fresh ``--echo`` daemon; return kosoku's index."""
     reports = ARTIFACTS / "autobahn" / name
     shutil.rmtree(reports, ignore_errors=True)
-    daemon = Daemon(data_dir, "--echo")
+    # The suite speaks WebSocket, not our tokens: --auth none (loopback only) lets it in.
+    daemon = Daemon(data_dir, "--echo", "--auth", "none")
     await daemon.start()
     argv = [kosoku(), daemon.url.replace("http://", "ws://") + "/ws/echo"]
     argv += ["-p", str(PARALLEL), "-o", str(reports)]

@@ -11,7 +11,7 @@ import pytest_twisted
 from twisted.python import usage
 
 from cpstream.tap import Options
-from tests.support import Daemon, get_json, kill_processes_with, sleep
+from tests.support import Daemon, get_json, instance_log, kill_processes_with, sleep
 
 
 def parse(*args: str) -> Options:
@@ -115,7 +115,7 @@ async def test_demo_agents_run_survive_a_stop_and_are_adopted(data_dir):
         else:
             raise AssertionError(f"demo agents not running: {seen}")
         pids = {name: seen[name]["pid"] for name in ("agent-1", "agent-2")}
-        log = (data_dir / "instances" / "agent-1" / "logs" / "daemon.log").read_text()
+        log = instance_log(data_dir, "agent-1").read_text()
         assert "agent agent-1 starting" in log
 
         await first.stop()

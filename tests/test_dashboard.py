@@ -20,8 +20,10 @@ from tests.support import (
     Daemon,
     create,
     get_json,
+    instance_log,
     kill_processes_with,
     post_json,
+    read_token,
     sleep,
 )
 from tests.wsclient import WSClient
@@ -285,7 +287,7 @@ async def test_log_view_follows_the_file(browser, ui, tabs):
     """Appended lines show within 1 s; scrolling up stops following; rotations are marked."""
     name = unique("logger")
     await new_agent(ui, name, "--heartbeat", "60", start=True)
-    log_file = Path(ui.data_dir) / "instances" / name / "logs" / "daemon.log"
+    log_file = instance_log(Path(ui.data_dir), name)
     tab = await tabs(f"{ui.url}/#/instances/{name}")
     latency: list[float] = []
 
@@ -455,7 +457,7 @@ async def test_refused_streams_poll_and_still_show_changes(browser, tabs, tmp_pa
     try:
         name = "polled"
         await new_agent(daemon, name, "--heartbeat", "60", start=True)
-        log_file = Path(daemon.data_dir) / "instances" / name / "logs" / "daemon.log"
+        log_file = instance_log(Path(daemon.data_dir), name)
         holder = await WSClient.connect(daemon.url, "/ws/messages")
         tab = await tabs(f"{daemon.url}/#/instances/{name}")
         tab.allow(WS_REFUSED)
@@ -553,3 +555,36 @@ async def test_screenshot_narrow_and_keyboard(browser, tabs, tmp_path):
     finally:
         await daemon.stop()
         kill_processes_with("CPSTREAM_URL", daemon.url)
+
+
+@pytest_twisted.ensureDeferred
+async def test_without_a_session_the_login_page_shows_and_a_pasted_token_logs_in(browser, ui, tabs):
+    """No session: the dashboard shows the login page (once, no loop); a wrong token says
+    so; the operator token logs in; Log out ends the session and shows the login page."""
+    await browser.run(browser.log_out_everywhere)
+    token = read_token(Path(ui.data_dir))
+    tab = await browser.open(f"{ui.url}/", log_in=False)
+
+    def steps() -> None:
+        page = tab.page
+        page.wait_for_url(f"{ui.url}/login")
+        expect(page.get_by_role("heading", name="Log in")).to_be_visible()
+        page.get_by_label("Operator token").fill("not-the-token")
+        page.get_by_role("button", name="Log in").click()
+        expect(page.get_by_role("alert")).to_have_text("That is not the operator token.")
+        page.get_by_label("Operator token").fill(token)
+        page.get_by_role("button", name="Log in").click()
+        page.wait_for_url(f"{ui.url}/")
+        expect(page.locator("#mode")).to_have_attribute("data-mode", "live")
+        page.get_by_role("button", name="Log out").click()
+        page.wait_for_url(f"{ui.url}/login")
+        page.goto(f"{ui.url}/#/messages")
+        page.wait_for_url(f"{ui.url}/login")
+
+    tab.allow("401")
+    try:
+        await browser.run(steps)
+        assert tab.unexpected() == []
+    finally:
+        await browser.run(tab.close)
+        await browser.run(browser.log_out_everywhere)

@@ -14,6 +14,7 @@ from twisted.web.server import NOT_DONE_YET
 from cpstream.web.deadline import BODY_DEADLINE, HEADERS_DEADLINE, DeadlineSite
 from cpstream.web.guard import Guard
 from cpstream.web.site import ControlPlaneSite
+from tests.support import NO_AUTH
 
 HEAD = b"GET /x HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
 
@@ -140,7 +141,7 @@ def test_each_request_on_a_kept_alive_connection_has_its_own_deadline():
 
 def test_the_control_plane_site_has_the_deadlines():
     """The site the daemon serves applies the headers deadline (before any policy check)."""
-    connection = Connection(ControlPlaneSite, guard=Guard())
+    connection = Connection(ControlPlaneSite, guard=Guard(), auth=NO_AUTH)
     connection.drip(b"GET /api/health HTTP/1.1\r\nHost: 12", every=1.0)
     assert connection.closed and b" 408 " in connection.written
 

@@ -20,7 +20,7 @@ from cpstream.streams.hubstreams import (
 from cpstream.streams.logstream import LogsFactory, LogsProtocol
 from cpstream.streams.settings import ECHO_MAX_MESSAGE, MAX_CLIENT_MESSAGE
 from tests.conftest import RunningControlPlane, build_control_plane
-from tests.support import create, sleep, wait_for
+from tests.support import authorize, create, read_token, sleep, wait_for
 from tests.test_streams import log_path, raw_upgrade
 from tests.wsclient import WSClient
 
@@ -45,6 +45,7 @@ def options(protocol: type) -> dict:
 async def echo_cp(data_dir) -> AsyncIterator[RunningControlPlane]:
     service = build_control_plane(data_dir, "--echo")
     service.startService()
+    authorize(service.web.url, read_token(data_dir))
     try:
         yield RunningControlPlane(service, data_dir)
     finally:

@@ -13,9 +13,11 @@ from cpstream.web.guard import Guard
 from tests.support import get_json
 
 
-def request(method=b"GET", host=b"127.0.0.1:18800", **headers) -> DummyRequest:
+def request(method=b"GET", host=b"127.0.0.1:18800", path=b"/", **headers) -> DummyRequest:
     req = DummyRequest([b""])
     req.method = method
+    req.path = path
+    req.isSecure = lambda: False
     req.getHost = lambda: IPv4Address("TCP", "127.0.0.1", 18800)
     if host is not None:
         req.requestHeaders.setRawHeaders(b"host", host if isinstance(host, list) else [host])
@@ -112,6 +114,28 @@ def test_sec_fetch_site(site, status):
     """Mutations marked cross-site or same-site by the browser are refused."""
     req = request(b"DELETE", sec_fetch_site=site)
     assert refusal(req) == status
+
+
+@pytest.mark.parametrize("path", [b"/api/instances/b/messages/pending", b"/api/health", b"/ws/x"])
+@pytest.mark.parametrize(
+    "headers,status",
+    [
+        ({"sec_fetch_site": b"cross-site"}, 403),
+        ({"sec_fetch_site": b"same-site"}, 403),
+        ({"origin": b"http://evil.example"}, 403),
+        ({"origin": b"null"}, 403),
+        ({"sec_fetch_site": b"same-origin", "origin": b"http://127.0.0.1:18800"}, None),
+        ({}, None),
+    ],
+)
+def test_no_cross_site_request_reaches_data_not_even_a_get(path, headers, status):
+    """A GET to /api/ or /ws/ from another site is refused too (a GET may lease a message)."""
+    assert refusal(request(b"GET", path=path, **headers)) == status
+
+
+def test_static_files_take_cross_site_gets():
+    """The dashboard's files hold no data: a cross-site GET of one is fine."""
+    assert refusal(request(b"GET", path=b"/app.css", sec_fetch_site=b"cross-site")) is None
 
 
 @pytest.mark.parametrize(

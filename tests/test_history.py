@@ -107,8 +107,8 @@ def test_message_events_replay_with_their_original_seq(world):
         world.registry.create(name)
     rules.add("a", "b", "task.*")
     sent = messaging.send("a", "b", "task.x", {"n": 1}, correlation_id="c")
-    messaging.lease("b")
-    messaging.acknowledge(sent["id"])
+    lease = messaging.lease("b")["lease_id"]
+    messaging.acknowledge(sent["id"], lease)
     published = world.message_frames.frames
     assert messaging.history.since(0, messaging.history.epoch) == published
     assert [f["seq"] for f in published] == [1, 2, 3]
@@ -163,8 +163,8 @@ def test_retention_prunes_old_terminal_messages_in_batches(world):
     done = []
     for _ in range(5):
         sent = messaging.send("a", "b", "task.x", {}, idempotency_key=None)
-        messaging.lease("b")
-        messaging.acknowledge(sent["id"])
+        lease = messaging.lease("b")["lease_id"]
+        messaging.acknowledge(sent["id"], lease)
         done.append(sent["id"])
     waiting = messaging.send("a", "b", "task.x", {})["id"]
     world.clock.advance(8 * 24 * 3600)

@@ -8,7 +8,7 @@ import pytest_twisted
 from twisted.internet import defer
 
 from tests.hardening import raw
-from tests.support import create, get_json, post_json, sleep, wait_for
+from tests.support import create, get_json, instance_log, post_json, read_token, sleep, wait_for
 from tests.wsclient import WSClient
 
 
@@ -102,7 +102,7 @@ async def test_a_resume_from_another_database_gets_a_snapshot(daemon):
 async def test_the_log_cursor_resumes_across_a_daemon_restart(daemon):
     """A log viewer's last cursor resumes after a restart, right after its last line."""
     await create(daemon.url, "a")
-    path = daemon.data_dir / "instances" / "a" / "logs" / "daemon.log"
+    path = instance_log(daemon.data_dir, "a")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"one\ntwo\n")
     viewer = await WSClient.connect(daemon.url, "/ws/instances/a/logs")
@@ -129,11 +129,14 @@ async def test_a_download_sends_exactly_its_content_length(daemon):
     """A log that grows during a download: the body is the file as it was, and the next
     request on the same connection is answered normally."""
     await create(daemon.url, "a")
-    path = daemon.data_dir / "instances" / "a" / "logs" / "daemon.log"
+    path = instance_log(daemon.data_dir, "a")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"x" * 4_000_000 + b"\n")
     client = await raw.connect(daemon.port, rcvbuf=4096)
-    head = f"Host: 127.0.0.1:{daemon.port}\r\n\r\n"
+    head = (
+        f"Host: 127.0.0.1:{daemon.port}\r\n"
+        f"Authorization: Bearer {read_token(daemon.data_dir)}\r\n\r\n"
+    )
     client.write(f"GET /api/instances/a/logs/download HTTP/1.1\r\n{head}".encode())
     await client.until(lambda c: b"\r\n\r\n" in c.data, timeout=10)
     with open(path, "ab") as f:

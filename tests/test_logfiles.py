@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+from types import SimpleNamespace
 
 from cpstream.domain.logfiles import CUT_MARKER, LogFiles, read_page, read_tail
+
+A = SimpleNamespace(id="3f6e0c1e-0000-4000-8000-00000000000a", name="a")
 
 
 def write(path, data: bytes) -> None:
@@ -63,15 +66,15 @@ def test_rotation_on_start_keeps_five(tmp_path):
     """Each start renames the old log to .1 and keeps at most five old logs."""
     logs = LogFiles(tmp_path)
     for generation in range(8):
-        fd = logs.open_for_child("a")
+        fd = logs.open_for_child(A)
         os.write(fd, b"generation %d\n" % generation)
         os.close(fd)
-    folder = logs.path("a").parent
+    folder = logs.path(A).parent
     assert sorted(p.name for p in folder.iterdir()) == [
         "daemon.log",
         *(f"daemon.log.{n}" for n in range(1, 6)),
     ]
-    assert logs.path("a").read_bytes() == b"generation 7\n"
+    assert logs.path(A).read_bytes() == b"generation 7\n"
     assert (folder / "daemon.log.1").read_bytes() == b"generation 6\n"
     assert (folder / "daemon.log.5").read_bytes() == b"generation 2\n"
 
@@ -79,14 +82,43 @@ def test_rotation_on_start_keeps_five(tmp_path):
 def test_size_cap_copies_then_truncates_in_place(tmp_path):
     """Past the cap the log is copied to .1 and truncated; the writer's fd keeps working."""
     logs = LogFiles(tmp_path, size_cap=100)
-    fd = logs.open_for_child("a")
+    fd = logs.open_for_child(A)
     os.write(fd, b"x" * 99 + b"\n")
-    assert logs.cap("a") is False
+    assert logs.cap(A) is False
     os.write(fd, b"more\n")
-    inode = logs.path("a").stat().st_ino
-    assert logs.cap("a") is True
+    inode = logs.path(A).stat().st_ino
+    assert logs.cap(A) is True
     os.write(fd, b"after\n")
     os.close(fd)
-    assert logs.path("a").stat().st_ino == inode
-    assert logs.path("a").read_bytes() == b"after\n"
-    assert logs.path("a").with_name("daemon.log.1").read_bytes() == b"x" * 99 + b"\nmore\n"
+    assert logs.path(A).stat().st_ino == inode
+    assert logs.path(A).read_bytes() == b"after\n"
+    assert logs.path(A).with_name("daemon.log.1").read_bytes() == b"x" * 99 + b"\nmore\n"
+
+
+def test_logs_are_kept_by_instance_id_and_removed_with_it(tmp_path):
+    """Two instances that share a name never share a log; removing one leaves the other."""
+    logs = LogFiles(tmp_path)
+    old = SimpleNamespace(id="old-id", name="twin")
+    new = SimpleNamespace(id="new-id", name="twin")
+    for instance, text in ((old, b"old secret\n"), (new, b"new\n")):
+        fd = logs.open_for_child(instance)
+        os.write(fd, text)
+        os.close(fd)
+    assert logs.path(new).read_bytes() == b"new\n"
+    removed = []
+    logs.when_removed(removed.append)
+    logs.remove(old)
+    assert not logs.path(old).parent.parent.exists() and logs.path(new).exists()
+    assert removed == [logs.path(old)]
+
+
+def test_logs_kept_by_name_move_to_the_newest_instance_of_that_name(tmp_path):
+    """A data dir from before logs were kept by id: each name's logs go to its newest
+    instance."""
+    folder = tmp_path / "instances" / "a" / "logs"
+    folder.mkdir(parents=True)
+    (folder / "daemon.log").write_bytes(b"history\n")
+    older, newer = SimpleNamespace(id="id-1", name="a"), SimpleNamespace(id="id-2", name="a")
+    logs = LogFiles(tmp_path)
+    logs.adopt_named([older, newer])
+    assert logs.path(newer).read_bytes() == b"history\n" and not logs.path(older).exists()

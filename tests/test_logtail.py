@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from types import SimpleNamespace
 
 import pytest
 from twisted.internet.task import Clock
@@ -47,6 +48,9 @@ def drain(cursor) -> list:
         if not got:
             return items
         items += got
+
+
+A = SimpleNamespace(id="instance-a", name="a")
 
 
 def test_split_lines_keeps_partial_lines_back():
@@ -214,13 +218,13 @@ def test_the_size_cap_goes_through_the_tailer(clock, tmp_path):
     logs = LogFiles(tmp_path, size_cap=1000)
     tails = LogTails(clock)
     logs.when_capped(tails.capped)
-    fd = logs.open_for_child("a")
-    path = logs.path("a")
+    fd = logs.open_for_child(A)
+    path = logs.path(A)
     viewer = Viewer()
     _, cursor = tails.follow(path, viewer, viewer.changed, 0)
     before = [f"before {i:03d}" for i in range(200)]
     os.write(fd, "".join(line + "\n" for line in before).encode())
-    assert logs.cap("a") is True
+    assert logs.cap(A) is True
     os.write(fd, b"after 1\nafter 2\n")
     os.close(fd)
     clock.advance(0.5)
@@ -233,13 +237,13 @@ def test_a_line_split_by_the_cap_arrives_whole(clock, tmp_path):
     logs = LogFiles(tmp_path, size_cap=10)
     tails = LogTails(clock)
     logs.when_capped(tails.capped)
-    fd = logs.open_for_child("a")
-    path = logs.path("a")
+    fd = logs.open_for_child(A)
+    path = logs.path(A)
     viewer = Viewer()
     _, cursor = tails.follow(path, viewer, viewer.changed, 0)
     os.write(fd, b"first line\nsecond ha")
     assert cursor.read() == ["first line"]
-    assert logs.cap("a") is True
+    assert logs.cap(A) is True
     os.write(fd, b"lf\nthird\n")
     os.close(fd)
     assert drain(cursor) == [ROTATED, "second half", "third"]
@@ -314,15 +318,15 @@ def test_a_token_from_before_the_cap_resumes_in_the_copy(clock, tmp_path):
     logs = LogFiles(tmp_path, size_cap=10)
     tails = LogTails(clock, secret=b"k")
     logs.when_capped(tails.capped)
-    fd = logs.open_for_child("a")
-    path = logs.path("a")
+    fd = logs.open_for_child(A)
+    path = logs.path(A)
     os.write(fd, b"one\ntwo\n")
     viewer = Viewer()
     _, cursor = tails.follow(path, viewer, viewer.changed, 1)
     token = tails.token(cursor.position())
     tails.unfollow(viewer)
     os.write(fd, b"three\nfour\n")
-    assert logs.cap("a") is True
+    assert logs.cap(A) is True
     os.write(fd, b"five\n")
     os.close(fd)
     resumed = tails.resume(path, Viewer(), lambda: None, token)

@@ -56,6 +56,18 @@ class Messages(World):
         self.inbox.receive("b", wait).addCallback(results.append)
         return results
 
+    def lease_of(self, message_id):
+        message = self.store.messages.get(message_id)
+        return message["lease_id"] if message else "no-lease"
+
+    def ack(self, message_id):
+        """Acknowledge under the message's current lease, as its recipient would."""
+        return self.messaging.acknowledge(message_id, self.lease_of(message_id))
+
+    def fail(self, message_id, detail=None):
+        """Fail under the message's current lease, as its recipient would."""
+        return self.messaging.fail(message_id, self.lease_of(message_id), detail)
+
     def start_worker(self) -> None:
         self.worker.startService()
         self.inbox.startService()
@@ -169,7 +181,7 @@ def test_payload_and_detail_are_redacted_before_storage(world, tmp_path):
     assert stored["ok"] == "keep me" and stored["nested"][0]["password"] == "[REDACTED]"
     [message] = world.receive()
     assert "canary" not in json.dumps(message)
-    world.messaging.fail(answer["id"], f"upstream said password={CANARY}")
+    world.fail(answer["id"], f"upstream said password={CANARY}")
     world.store.close()
     for path in tmp_path.glob("cp.db*"):
         data = path.read_bytes()
@@ -225,11 +237,11 @@ def test_concurrent_receivers_never_share_a_message(world):
 def test_acknowledge_only_from_delivered(world):
     """Acknowledge moves delivered -> acknowledged; anything else is 409."""
     _, answer = world.send()
-    assert refused(world.messaging.acknowledge, answer["id"])[0] == 409
+    assert refused(world.ack, answer["id"])[0] == 409
     world.receive()
-    assert world.messaging.acknowledge(answer["id"])["status"] == "acknowledged"
-    assert refused(world.messaging.acknowledge, answer["id"])[0] == 409
-    assert refused(world.messaging.acknowledge, "nope")[0] == 404
+    assert world.ack(answer["id"])["status"] == "acknowledged"
+    assert refused(world.ack, answer["id"])[0] == 409
+    assert refused(world.ack, "nope")[0] == 404
 
 
 def test_fail_retries_with_backoff_then_dead_letters(world):
@@ -239,14 +251,14 @@ def test_fail_retries_with_backoff_then_dead_letters(world):
     message_id = answer["id"]
     for backoff in (1.0, 2.0):
         [message] = world.receive()
-        world.messaging.fail(message_id, "nope")
+        world.fail(message_id, "nope")
         assert world.store.messages.get(message_id)["status"] == "retry_scheduled"
         world.clock.advance(backoff - 0.5)
         assert world.receive() == [None]
         world.clock.advance(0.5)
         assert world.store.messages.get(message_id)["status"] == "queued"
     world.receive()
-    world.messaging.fail(message_id, "still no")
+    world.fail(message_id, "still no")
     assert world.store.messages.get(message_id)["status"] == "dead_letter"
     assert world.events(message_id) == [
         "queued",
@@ -262,7 +274,7 @@ def test_retry_wakes_a_waiting_receiver(world):
     world.start_worker()
     _, answer = world.send()
     world.receive()
-    world.messaging.fail(answer["id"], "later")
+    world.fail(answer["id"], "later")
     results = world.receive(wait=30)
     world.clock.advance(1.0)
     assert results and results[0]["id"] == answer["id"] and results[0]["attempts"] == 2
@@ -294,7 +306,7 @@ def test_ttl_expires_to_dead_letter_and_replay_requeues(world):
     world.clock.advance(10)
     assert world.store.messages.get(answer["id"])["status"] == "dead_letter"
     assert world.events(answer["id"]) == ["queued", "expired", "dead_lettered"]
-    assert refused(world.messaging.acknowledge, answer["id"])[0] == 409
+    assert refused(world.ack, answer["id"])[0] == 409
     results = world.receive(wait=30)
     world.messaging.replay(answer["id"])
     assert results[0]["id"] == answer["id"] and results[0]["attempts"] == 1
@@ -308,10 +320,10 @@ def test_every_event_row_is_published_once(world):
     world.start_worker()
     _, answer = world.send()
     world.receive()
-    world.messaging.fail(answer["id"], "x")
+    world.fail(answer["id"], "x")
     world.clock.advance(1)
     world.receive()
-    world.messaging.acknowledge(answer["id"])
+    world.ack(answer["id"])
     published = [(f["event"], f["detail"], f["timestamp"]) for f in world.frames]
     stored = [
         (e["event"], e["detail"], e["timestamp"])
@@ -348,3 +360,34 @@ def test_stop_answers_waiters_with_none(world):
     results = world.receive(wait=60)
     world.stop_worker()
     assert results == [None] and world.inbox.waiting == 0
+
+
+def test_acknowledge_and_fail_need_the_current_lease(world):
+    """A stale lease (an earlier delivery's) or another's is 409 and changes nothing; the
+    recipient's own lease settles it. The retried fail of a former leaseholder is refused."""
+    _, answer = world.send()
+    first = world.receive()[0]["lease_id"]
+    world.messaging.fail(answer["id"], first, "try again")
+    world.clock.advance(1)
+    world.messaging.sweep()
+    second = world.receive()[0]["lease_id"]
+    assert first != second
+    before = world.events(answer["id"])
+    assert refused(world.messaging.fail, answer["id"], first, "late retry")[0] == 409
+    assert refused(world.messaging.acknowledge, answer["id"], "made-up")[0] == 409
+    assert world.events(answer["id"]) == before
+    assert world.messaging.acknowledge(answer["id"], second)["status"] == "acknowledged"
+
+
+def test_only_the_recipient_may_settle_a_message(world):
+    """Settling a message delivered to someone else is 403, whatever the lease."""
+    _, answer = world.send()
+    lease = world.receive()[0]["lease_id"]
+    assert refused(world.messaging.acknowledge, answer["id"], lease, "c")[0] == 403
+    assert world.messaging.acknowledge(answer["id"], lease, "b")["status"] == "acknowledged"
+
+
+@pytest.mark.parametrize("bad", ["task.x\n", "task\r.x", "task\x00x", "tаsk.x", "task.x\n.y"])
+def test_message_types_are_matched_in_full(world, bad):
+    """A trailing newline, CR, NUL or a Unicode look-alike is not a message type (400)."""
+    assert refused(world.send, message_type=bad)[0] == 400

@@ -5,11 +5,20 @@ from __future__ import annotations
 import json
 
 import pytest_twisted
-import treq
 from twisted.internet import defer, protocol
 from twisted.logger import formatEvent, globalLogPublisher
 
-from tests.support import Daemon, get_json, kill_processes_with, post_json, sleep, wait_for
+from tests.support import (
+    Daemon,
+    get_json,
+    http,
+    instance_log,
+    kill_processes_with,
+    post_json,
+    read_token,
+    sleep,
+    wait_for,
+)
 
 CANARIES = [
     "sk-canaryAAAA1111bbbb2222",
@@ -52,9 +61,9 @@ async def test_routing_rules_crud(cp):
         {"from_instance": "a", "to_instance": "ghost", "type_pattern": "x"},
     )
     assert code == 404
-    response = await treq.delete(cp.api(f"/routing-rules/{rule['id']}"))
+    response = await http.delete(cp.api(f"/routing-rules/{rule['id']}"))
     assert response.code == 200
-    response = await treq.delete(cp.api(f"/routing-rules/{rule['id']}"))
+    response = await http.delete(cp.api(f"/routing-rules/{rule['id']}"))
     assert response.code == 404
 
 
@@ -86,9 +95,10 @@ async def test_full_flow_and_observability(cp):
     code, got = await get_json(cp.api("/instances/b/messages/pending?wait=1"))
     assert code == 200 and got["message"]["id"] == sent["id"]
     assert got["message"]["payload"] == {"n": 1}
-    code, acked = await post_json(cp.api(f"/messages/{sent['id']}/acknowledge"))
+    lease = {"lease_id": got["message"]["lease_id"]}
+    code, acked = await post_json(cp.api(f"/messages/{sent['id']}/acknowledge"), lease)
     assert (code, acked["status"]) == (200, "acknowledged")
-    code, again = await post_json(cp.api(f"/messages/{sent['id']}/acknowledge"))
+    code, again = await post_json(cp.api(f"/messages/{sent['id']}/acknowledge"), lease)
     assert code == 409
     code, one = await get_json(cp.api(f"/messages/{sent['id']}"))
     assert [e["event"] for e in one["events"]] == ["queued", "delivered", "acknowledged"]
@@ -115,8 +125,11 @@ async def test_fail_and_replay_over_rest(cp):
         {"from_instance": "a", "to_instance": "b", "type_pattern": "task.*", "max_retries": 0},
     )
     _, sent = await post_json(cp.api("/messages"), send_body())
-    await get_json(cp.api("/instances/b/messages/pending"))
-    code, failed = await post_json(cp.api(f"/messages/{sent['id']}/fail"), {"detail": "bad"})
+    _, got = await get_json(cp.api("/instances/b/messages/pending"))
+    lease = got["message"]["lease_id"]
+    code, failed = await post_json(
+        cp.api(f"/messages/{sent['id']}/fail"), {"lease_id": lease, "detail": "bad"}
+    )
     assert (code, failed["status"]) == (200, "dead_letter")
     code, dead = await get_json(cp.api("/messages/dead_letter"))
     assert [m["id"] for m in dead] == [sent["id"]]
@@ -150,7 +163,10 @@ async def test_secrets_never_reach_db_responses_or_log(cp):
             responses.append(json.dumps(got))
             code, failed = await post_json(
                 cp.api(f"/messages/{sent['id']}/fail"),
-                {"detail": f"crashed with token={CANARIES[0]} and {CANARIES[2]}"},
+                {
+                    "lease_id": got["message"]["lease_id"],
+                    "detail": f"crashed with token={CANARIES[0]} and {CANARIES[2]}",
+                },
             )
             responses.append(json.dumps(failed))
             for path in (f"/messages/{sent['id']}", "/messages", "/messages/dead_letter"):
@@ -185,7 +201,8 @@ async def test_disconnected_long_poll_leaks_nothing(cp, reactor):
     factory = protocol.ClientFactory.forProtocol(Hanging)
     factory.request = (
         b"GET /api/instances/b/messages/pending?wait=30 HTTP/1.1\r\n"
-        b"Host: 127.0.0.1:%d\r\n\r\n" % port
+        b"Host: 127.0.0.1:%d\r\nAuthorization: Bearer %s\r\n\r\n"
+        % (port, read_token(cp.data_dir).encode())
     )
     connector = reactor.connectTCP("127.0.0.1", port, factory)
     await wait_for(lambda: inbox.waiting == 1)
@@ -242,7 +259,7 @@ async def test_demo_agents_exchange_and_acknowledge(data_dir):
         code, one = await get_json(daemon.url + f"/api/messages/{chains[-1]['id']}")
         assert [e["event"] for e in one["events"]] == ["queued", "delivered", "acknowledged"]
         assert one["correlation_id"].startswith("agent-1-")
-        log = (data_dir / "instances" / "agent-2" / "logs" / "daemon.log").read_text()
+        log = instance_log(data_dir, "agent-2").read_text()
         assert f"received task.handoff {one['id']}" in log
     finally:
         url = daemon.url

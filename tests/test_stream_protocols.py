@@ -72,8 +72,7 @@ class Wire(World):
 
     def log_viewer(self, name):
         """An instance with an empty log file, and a viewer connected to its stream."""
-        self.registry.create(name)
-        path = self.logs.path(name)
+        path = self.logs.path(self.registry.create(name))
         path.parent.mkdir(parents=True)
         path.write_bytes(b"")
         return (path, *self.connect(LogsProtocol, f"/ws/instances/{name}/logs"))

@@ -13,12 +13,21 @@ import socket
 import zlib
 
 import pytest_twisted
-import treq
 from twisted.internet import protocol
 
 from tests import wsraw
 from tests.hardening import raw
-from tests.support import create, get_json, post_json, sleep, wait_for
+from tests.support import (
+    authorize,
+    create,
+    get_json,
+    http,
+    instance_log,
+    post_json,
+    read_token,
+    sleep,
+    wait_for,
+)
 from tests.wsclient import WSClient
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
@@ -26,9 +35,7 @@ CANARY = "sk-streamcanary0123456789"
 
 
 def log_path(cp, name):
-    path = cp.data_dir / "instances" / name / "logs" / "daemon.log"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
+    return instance_log(cp.data_dir, name)
 
 
 def append(path, data: bytes) -> None:
@@ -48,11 +55,12 @@ async def lines_until(client: WSClient, last: str) -> list[str]:
 async def raw_upgrade(
     cp, path: str, headers: list[tuple[str, str]] = (), host: str | None = None
 ) -> raw.Raw:
-    """An upgrade request sent by hand on a fresh connection, once the response head is in;
-    ``host`` replaces the Host header's ``127.0.0.1:PORT``."""
+    """An upgrade request sent by hand on a fresh connection (with the operator token),
+    once the response head is in; ``host`` replaces the Host header's ``127.0.0.1:PORT``."""
     port = cp.service.web.port.getHost().port
     client = await raw.connect(port)
-    client.write(wsraw.upgrade(path, host or f"127.0.0.1:{port}", headers))
+    token = ("Authorization", f"Bearer {read_token(cp.data_dir)}")
+    client.write(wsraw.upgrade(path, host or f"127.0.0.1:{port}", [token, *headers]))
     await client.until(lambda c: b"\r\n\r\n" in c.data, timeout=10)
     return client
 
@@ -148,7 +156,7 @@ async def test_ws_instances_delta_on_every_lifecycle_operation(cp):
     await post_json(cp.api("/instances/a/stop"))
     await post_json(cp.api("/instances/a/clone"), {"name": "b"})
     await post_json(cp.api("/instances/b/archive"))
-    await treq.delete(cp.api("/instances/b"))
+    await http.delete(cp.api("/instances/b"))
     seen = []
     while len(seen) < 10:
         frame = await client.frame(timeout=2)
@@ -185,13 +193,13 @@ async def test_ws_instances_include_archived(cp):
         ("a", "stopped"),
         ("b", "archived"),
     ]
-    await treq.delete(cp.api("/instances/b"))
+    await http.delete(cp.api("/instances/b"))
     assert (await client.frame())["type"] == "instance_deleted"
     client.send({"type": "set_include_archived", "value": False})
     assert (await client.frame())["include_archived"] is False
     await create(cp.url, "c")
     await post_json(cp.api("/instances/c/archive"))
-    await treq.delete(cp.api("/instances/c"))
+    await http.delete(cp.api("/instances/c"))
     await create(cp.url, "d")
     kinds = [(await client.frame())["type"] for _ in range(3)]
     assert kinds == ["instance_created", "instance_archived", "instance_created"]
@@ -231,7 +239,8 @@ async def test_ws_instances_lagged_resnapshot(cp, reactor):
     instance = await create(cp.url, "a")
     registry = cp.registry
     port = cp.service.web.port.getHost().port
-    stuck = StuckClient(wsraw.upgrade("/ws/instances", f"127.0.0.1:{port}"))
+    token = ("Authorization", f"Bearer {read_token(cp.data_dir)}")
+    stuck = StuckClient(wsraw.upgrade("/ws/instances", f"127.0.0.1:{port}", [token]))
     await protocol.ClientCreator(reactor, lambda: stuck).connectTCP("127.0.0.1", port)
     await wait_for(lambda: stuck.frames())
     stuck.transport.pauseProducing()
@@ -390,8 +399,9 @@ async def test_ws_messages_snapshot(cp):
     """The snapshot holds the recent events, oldest first, with the seq it is current to."""
     await messaging_pair(cp)
     first = await send(cp)
-    await get_json(cp.api("/instances/b/messages/pending"))
-    await post_json(cp.api(f"/messages/{first}/acknowledge"))
+    _, got = await get_json(cp.api("/instances/b/messages/pending"))
+    lease = {"lease_id": got["message"]["lease_id"]}
+    await post_json(cp.api(f"/messages/{first}/acknowledge"), lease)
     client = await WSClient.connect(cp.url, "/ws/messages")
     snapshot = await client.frame()
     assert snapshot["type"] == "snapshot"
@@ -425,8 +435,9 @@ async def test_ws_messages_delta(cp):
     client = await WSClient.connect(cp.url, "/ws/messages")
     await client.frame()
     message_id = await send(cp, correlation_id="corr-1")
-    await get_json(cp.api("/instances/b/messages/pending"))
-    await post_json(cp.api(f"/messages/{message_id}/acknowledge"))
+    _, got = await get_json(cp.api("/instances/b/messages/pending"))
+    lease = {"lease_id": got["message"]["lease_id"]}
+    await post_json(cp.api(f"/messages/{message_id}/acknowledge"), lease)
     frames = [await client.frame(timeout=1) for _ in range(3)]
     assert [(f["type"], f["event"], f["message_id"]) for f in frames] == [
         ("message_event", "queued", message_id),
@@ -478,8 +489,9 @@ async def test_ws_no_secrets_in_message_stream(cp):
     client = await WSClient.connect(cp.url, "/ws/messages")
     await client.frame()
     message_id = await send(cp)
-    await get_json(cp.api("/instances/b/messages/pending"))
-    await post_json(cp.api(f"/messages/{message_id}/fail"), {"detail": f"token={CANARY}"})
+    _, got = await get_json(cp.api("/instances/b/messages/pending"))
+    body = {"lease_id": got["message"]["lease_id"], "detail": f"token={CANARY}"}
+    await post_json(cp.api(f"/messages/{message_id}/fail"), body)
     frames = [await client.frame(timeout=1) for _ in range(4)]
     for frame in frames:
         assert set(frame) == {
@@ -519,6 +531,7 @@ async def test_ws_idle_disconnect(data_dir):
 
     service = build_control_plane(data_dir, "--idle-timeout", "0.6")
     service.startService()
+    authorize(service.web.url, read_token(data_dir))
     try:
         client = await WSClient.connect(service.web.url, "/ws/instances")
         await client.frame()
@@ -606,7 +619,7 @@ async def test_unknown_paths_and_plain_gets(cp):
     for path in ("/ws/nothing", "/ws/instances/a/other", "/ws/instances/a", "/ws/messages/x"):
         client = await raw_upgrade(cp, path)
         assert client.data.startswith(b"HTTP/1.1 404 "), (path, client.data)
-    response = await treq.get(cp.url + "/ws/instances?redirect=http://evil.example")
+    response = await http.get(cp.url + "/ws/instances?redirect=http://evil.example")
     body = await response.content()
     assert response.code == 400 and b"<html" not in body.lower()
     assert response.headers.getRawHeaders(b"location") is None
@@ -630,11 +643,13 @@ async def test_connection_cap_answers_503(data_dir):
 
     service = build_control_plane(data_dir, "--max-connections", "2")
     service.startService()
+    authorize(service.web.url, read_token(data_dir))
     try:
         clients = [await WSClient.connect(service.web.url, "/ws/instances") for _ in range(2)]
         port = service.web.port.getHost().port
         over = await raw.connect(port)
-        over.write(wsraw.upgrade("/ws/messages", f"127.0.0.1:{port}"))
+        token = ("Authorization", f"Bearer {read_token(data_dir)}")
+        over.write(wsraw.upgrade("/ws/messages", f"127.0.0.1:{port}", [token]))
         await wait_for(lambda: b"\r\n\r\n" in over.data)
         assert over.data.startswith(b"HTTP/1.1 503 ")
         clients[0].send({"type": "ping"})

@@ -75,7 +75,7 @@ async def test_child_output_goes_to_its_log_file(setup):
     """The child's stdout is appended straight to DATA/instances/NAME/logs/daemon.log."""
     instance = setup.registry.create("a", health="process")
     setup.supervisor.start(instance)
-    path = setup.logs.path("a")
+    path = setup.logs.path(setup.registry.get("a"))
     await wait_for(lambda: path.exists() and path.read_bytes() == b"up\n")
     env = open(f"/proc/{instance.pid}/environ", "rb").read().split(b"\0")
     assert f"CPSTREAM_INSTANCE_ID={instance.id}".encode() in env
@@ -189,7 +189,7 @@ async def test_stop_escalates_to_sigkill(setup):
     """A child that ignores SIGTERM is SIGKILLed after the grace period."""
     instance = setup.registry.create("a", command=STUBBORN, health="process")
     setup.supervisor.start(instance)
-    await wait_for(lambda: setup.logs.path("a").read_bytes() == b"stubborn\n")
+    await wait_for(lambda: setup.logs.path(setup.registry.get("a")).read_bytes() == b"stubborn\n")
     pid = instance.pid
     stopped = setup.supervisor.stop(instance)
     assert instance.status == "stopping"
@@ -270,11 +270,13 @@ async def test_start_rotates_the_previous_log(setup):
     """Every start renames the previous daemon.log to daemon.log.1."""
     instance = setup.registry.create("a", health="process")
     setup.supervisor.start(instance)
-    await wait_for(lambda: setup.logs.path("a").read_bytes() == b"up\n")
+    await wait_for(lambda: setup.logs.path(setup.registry.get("a")).read_bytes() == b"up\n")
     await setup.supervisor.stop(instance)
     setup.supervisor.start(instance)
-    assert setup.logs.path("a").with_name("daemon.log.1").read_bytes() == b"up\n"
-    await wait_for(lambda: setup.logs.path("a").read_bytes() == b"up\n")
+    assert (
+        setup.logs.path(setup.registry.get("a")).with_name("daemon.log.1").read_bytes() == b"up\n"
+    )
+    await wait_for(lambda: setup.logs.path(setup.registry.get("a")).read_bytes() == b"up\n")
 
 
 @pytest_twisted.ensureDeferred

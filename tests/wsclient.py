@@ -50,6 +50,11 @@ class WSClient:
         ``compress`` offers permessage-deflate; ``compressed`` tells if it was accepted.
         """
         client = cls(base.replace("http://", "ws://") + path)
+        if "headers" not in options:
+            from tests.support import auth_headers
+
+            sent = auth_headers(base)
+            options["headers"] = {k.decode(): v[0].decode() for k, v in sent.items()}
         factory = WebSocketClientFactory(client.url, **options)
         factory.protocol = _Protocol
         factory.client = client

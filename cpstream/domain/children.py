@@ -152,7 +152,7 @@ class Children:
         self._exited = exited
         self.grace = grace
 
-    def spawn(self, instance: Instance, cp_url: str) -> Run:
+    def spawn(self, instance: Instance, cp_url: str, token: str) -> Run:
         """Start the instance's command with a freshly rotated log as its stdout and stderr;
         call :meth:`watch` once the run is recorded."""
         env = {
@@ -162,8 +162,9 @@ class Children:
             "CPSTREAM_INSTANCE_ID": instance.id,
             "CPSTREAM_PORT": str(instance.port),
             "CPSTREAM_URL": cp_url,
+            "CPSTREAM_TOKEN": token,
         }
-        log_fd = self._logs.open_for_child(instance.name)
+        log_fd = self._logs.open_for_child(instance)
         null_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         child = _Child()
         try:

@@ -8,7 +8,7 @@ from typing import Any
 
 from cpstream.domain.errors import Conflict, Invalid, NotFound
 
-NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9-]{0,63}$")
+NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9-]{0,63}")  # matched in full (fullmatch)
 PORT_RANGE = range(1024, 65536)
 AUTO_PORTS = range(18801, 19000)
 STATUSES = ("stopped", "starting", "running", "unhealthy", "stopping", "crashed", "crash_loop")
@@ -45,6 +45,7 @@ class Instance:
     created_at: str
     started_at: str | None = None
     archived_at: str | None = None
+    token_hash: str | None = None
 
     @property
     def archived(self) -> bool:
@@ -80,7 +81,7 @@ def check_spec(port: Any, command: Any, env: Any, health: Any, restart: Any) -> 
 
 
 def check_name(name: Any) -> None:
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise InvalidInstance(
             "name must be 1-64 letters, digits or '-', starting with a letter or digit"
         )

@@ -1,6 +1,7 @@
 """Where each instance's log lives, how it rotates, and how it is read.
 
-Children append to ``DATA/instances/NAME/logs/daemon.log`` directly. The file
+Children append to ``DATA/instances/ID/logs/daemon.log`` directly (by instance
+id, so a new instance that takes an old one's name never sees its logs). The file
 rotates by rename on every start (``daemon.log.1`` .. ``.5``) and by
 copy-then-truncate when it outgrows its cap while the child holds it open.
 The cap tells its listeners (the log tailers) what it copied, so that a
@@ -11,9 +12,10 @@ loads a whole file: tails are read backwards in blocks.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import shutil
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 KEEP = 5
 SIZE_CAP = 16 * 1024 * 1024
@@ -24,6 +26,14 @@ _BLOCK = 64 * 1024
 _CATCH_UP = 4
 
 Capped = Callable[[Path, Path, int], None]
+Removed = Callable[[Path], None]
+
+
+class HasLog(Protocol):
+    """Anything with an instance's ``id`` and ``name``."""
+
+    id: str
+    name: str
 
 
 def decode_line(raw: bytes, max_line: int = MAX_LINE) -> str:
@@ -103,10 +113,31 @@ class LogFiles:
         self.keep = keep
         self.size_cap = size_cap
         self._capped: list[Capped] = []
+        self._removed: list[Removed] = []
 
-    def path(self, name: str) -> Path:
-        """The current log file of instance ``name``."""
-        return self._root / "instances" / name / "logs" / "daemon.log"
+    def path(self, instance: HasLog) -> Path:
+        """The current log file of ``instance``."""
+        return self._root / "instances" / instance.id / "logs" / "daemon.log"
+
+    def adopt_named(self, instances: Iterable[HasLog]) -> None:
+        """Move logs kept by name (before logs were kept by id) to their instance's id; of
+        instances sharing a name, the newest (last given) takes them."""
+        for instance in reversed(list(instances)):
+            old = self._root / "instances" / instance.name
+            new = self._root / "instances" / instance.id
+            if old.is_dir() and not new.exists() and (old / "logs").is_dir():
+                old.rename(new)
+
+    def remove(self, instance: HasLog) -> None:
+        """Delete every log of ``instance`` (it was deleted); tell the listeners."""
+        path = self.path(instance)
+        shutil.rmtree(path.parent.parent, ignore_errors=True)
+        for listener in self._removed:
+            listener(path)
+
+    def when_removed(self, listener: Removed) -> None:
+        """Call ``listener(path)`` after an instance's logs were removed."""
+        self._removed.append(listener)
 
     def history(self, path: Path) -> list[Path]:
         """The log at ``path`` and its older files, newest first."""
@@ -116,23 +147,23 @@ class LogFiles:
         """Call ``listener(path, copy, size)`` after each copy-then-truncate."""
         self._capped.append(listener)
 
-    def open_for_child(self, name: str) -> int:
+    def open_for_child(self, instance: HasLog) -> int:
         """Rotate by rename, then open a fresh ``daemon.log`` for appending."""
-        path = self.path(name)
+        path = self.path(instance)
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.exists() and path.stat().st_size > 0:
             self._shift(path)
             path.rename(numbered(path, 1))
         return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
 
-    def cap(self, name: str) -> bool:
+    def cap(self, instance: HasLog) -> bool:
         """Copy-then-truncate the log if it passed the size cap; ``True`` if it did.
 
         The copy takes what the child appends while it is made, so only bytes
         written in the instant between the last look and the truncation can be
         lost (the child holds the file open, so a rename cannot rotate it).
         """
-        path = self.path(name)
+        path = self.path(instance)
         try:
             if path.stat().st_size <= self.size_cap:
                 return False

@@ -224,6 +224,9 @@ class LogWatcher:
     def viewers(self) -> int:
         return len(self._viewers)
 
+    def viewer_list(self) -> list[Any]:
+        return list(self._viewers)
+
     # -- noticing changes ----------------------------------------------------
 
     def notified(self, ignored: Any, filepath: FilePath, mask: int) -> None:
@@ -530,6 +533,17 @@ class LogTails:
         watcher = self._watchers.get(path)
         if watcher is not None:
             watcher.capped(copy, size)
+
+    def removed(self, path: Path) -> None:
+        """The log at ``path`` was deleted with its instance: tell each of its viewers
+        (``log_removed()``)."""
+        watcher = self._watchers.get(path)
+        if watcher is None:
+            return
+        for viewer in watcher.viewer_list():
+            gone = getattr(viewer, "log_removed", None)
+            if gone is not None:
+                gone()
 
     def history(self, path: Path) -> list[Path]:
         """``path`` and its older files, newest first."""

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cpstream.domain import frames
-from cpstream.domain.errors import Conflict, Invalid, NotFound, TooLarge
+from cpstream.domain.errors import Conflict, Forbidden, Invalid, NotFound, TooLarge
 from cpstream.domain.frames import Frame, isotime
 from cpstream.domain.history import History
 from cpstream.domain.hub import Hub
@@ -88,7 +88,7 @@ class Messaging:
     ) -> dict[str, Any]:
         """Queue a message: ``{id, status, expires_at}``, or ``{id, deduplicated: true}``
         for a key this sender used within 24 h."""
-        if not TYPE_RE.match(message_type):
+        if not TYPE_RE.fullmatch(message_type):
             raise Invalid("message_type must be dot-separated words, e.g. 'task.handoff'")
         self._rules.check_instance(sender)
         self._rules.check_instance(recipient)
@@ -123,6 +123,7 @@ class Messaging:
             "expires_at": self._now(rule["ttl_secs"]),
             "available_at": now,
             "lease_expires_at": None,
+            "lease_id": None,
         }
         with self._store.transaction():
             self._rows.insert(message)
@@ -146,25 +147,42 @@ class Messaging:
             status="delivered",
             attempts=message["attempts"] + 1,
             lease_expires_at=self._now(self.lease_secs),
+            lease_id=str(uuid.uuid4()),
         )
         return message
 
-    def acknowledge(self, message_id: str) -> dict[str, Any]:
-        message = self._delivered(message_id)
+    def acknowledge(
+        self, message_id: str, lease_id: str, recipient: str | None = None
+    ) -> dict[str, Any]:
+        """The leaseholder is done with the message (``recipient``: only if it is theirs)."""
+        message = self._leased(message_id, lease_id, recipient)
         self._change(
-            message, [("acknowledged", None)], status="acknowledged", lease_expires_at=None
+            message,
+            [("acknowledged", None)],
+            status="acknowledged",
+            lease_expires_at=None,
+            lease_id=None,
         )
         return {"id": message_id, "status": "acknowledged"}
 
-    def fail(self, message_id: str, detail: str | None) -> dict[str, Any]:
-        message = self._delivered(message_id)
+    def fail(
+        self, message_id: str, lease_id: str, detail: str | None, recipient: str | None = None
+    ) -> dict[str, Any]:
+        """The leaseholder could not handle the message: retry it later, or bury it."""
+        message = self._leased(message_id, lease_id, recipient)
         self._retry_or_bury(message, redact_text((detail or "failed")[:MAX_DETAIL]))
         return {"id": message_id, "status": message["status"]}
 
-    def _delivered(self, message_id: str) -> dict[str, Any]:
+    def _leased(self, message_id: str, lease_id: str, recipient: str | None) -> dict[str, Any]:
+        """The message under this lease: :class:`Forbidden` if it is not ``recipient``'s,
+        :class:`Conflict` if it is not delivered or the lease is another (a stale one)."""
         message = self._get(message_id)
+        if recipient is not None and message["to_instance"] != recipient:
+            raise Forbidden(f"message {message_id} was not sent to {recipient}")
         if message["status"] != "delivered":
             raise Conflict(f"message {message_id} is {message['status']}, not delivered")
+        if message["lease_id"] != lease_id:
+            raise Conflict(f"lease {lease_id!r} is not the current lease of message {message_id}")
         return message
 
     def _retry_or_bury(self, message: dict[str, Any], detail: str) -> None:
@@ -174,6 +192,7 @@ class Messaging:
                 [("failed", detail), ("dead_lettered", "retries exhausted")],
                 status="dead_letter",
                 lease_expires_at=None,
+                lease_id=None,
             )
             return
         delay = min(MAX_BACKOFF, 2.0 ** (message["attempts"] - 1))
@@ -182,6 +201,7 @@ class Messaging:
             [("failed", detail), ("retry_scheduled", f"retry {message['attempts']} in {delay:g}s")],
             status="retry_scheduled",
             lease_expires_at=None,
+            lease_id=None,
             available_at=self._now(delay),
         )
 

@@ -34,6 +34,7 @@ from cpstream.domain.instances import (
 )
 from cpstream.domain.store import Store
 from cpstream.domain.tables import DuplicateKey
+from cpstream.domain.tokens import hash_token, new_token
 
 
 class Registry:
@@ -49,6 +50,7 @@ class Registry:
         self._clock = clock
         self._default_command = default_command
         self._by_id: dict[str, Instance] = {row["id"]: Instance(**row) for row in self._rows.load()}
+        self._by_token = {i.token_hash: i for i in self._by_id.values() if i.token_hash}
         self.history = History(
             store.meta.get("epoch"),
             hub,
@@ -125,6 +127,11 @@ class Registry:
             raise IllegalTransition(f"Instance '{name}' is not archived")
         raise UnknownInstance(f"No instance named '{name}'")
 
+    def by_token(self, token: str) -> Instance | None:
+        """The instance an agent token belongs to (an active one), or ``None``."""
+        instance = self._by_token.get(hash_token(token))
+        return instance if instance is not None and not instance.archived else None
+
     def snapshot(self, include_archived: bool) -> dict[str, Any]:
         """A ``/ws/instances`` snapshot frame, current to the hub's ``seq``."""
         return frames.instances_snapshot(
@@ -185,6 +192,21 @@ class Registry:
             cloned_from=source.name,
         )
 
+    def issue_token(self, instance: Instance) -> str:
+        """A new agent token for ``instance`` (stored hashed); its previous one stops working."""
+        token = new_token()
+        digest = hash_token(token)
+        self._rows.update(instance.id, token_hash=digest)
+        self._forget_token(instance)
+        instance.token_hash = digest
+        self._by_token[digest] = instance
+        return token
+
+    def _forget_token(self, instance: Instance) -> None:
+        if instance.token_hash is not None:
+            self._by_token.pop(instance.token_hash, None)
+        instance.token_hash = None
+
     def set_status(
         self,
         instance: Instance,
@@ -220,9 +242,10 @@ class Registry:
             raise IllegalTransition(f"Instance '{instance.name}' is {instance.status}")
         now = self._now()
         with self._changing() as record:
-            self._rows.update(instance.id, archived_at=now)
+            self._rows.update(instance.id, archived_at=now, token_hash=None)
             record(frames.instance_archived(instance))
         instance.archived_at = now
+        self._forget_token(instance)
 
     def unarchive(self, instance: Instance) -> None:
         """Bring an archived instance back; :class:`Conflict` if its name or port is taken."""
@@ -246,6 +269,7 @@ class Registry:
             self._rows.delete(instance.id)
             record(frames.instance_deleted(instance))
         del self._by_id[instance.id]
+        self._forget_token(instance)
 
     def _free_port(self) -> int:
         taken = {i.port for i in self.active()}

@@ -17,8 +17,9 @@ from cpstream.domain.instances import NAME_RE
 from cpstream.domain.registry import Registry
 from cpstream.domain.tables import DuplicateKey, RuleRows
 
-TYPE_RE = re.compile(r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$")
-PATTERN_RE = re.compile(r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*(\.\*)?$")
+# Matched in full (fullmatch): "$" would also match before a trailing newline.
+TYPE_RE = re.compile(r"[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*")
+PATTERN_RE = re.compile(r"[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*(\.\*)?")
 DEFAULT_RETRIES = 5
 DEFAULT_TTL = 3600
 MAX_RETRIES = 100
@@ -64,7 +65,7 @@ class RoutingRules:
         for key, value in ends.items():
             if "*" in value:
                 raise Invalid(f"{key} cannot be a wildcard")
-        if not PATTERN_RE.match(type_pattern):
+        if not PATTERN_RE.fullmatch(type_pattern):
             raise Invalid("type_pattern must be a type like 'task.handoff' or 'task.*'")
         for value in ends.values():
             self.check_instance(value)
@@ -91,7 +92,7 @@ class RoutingRules:
 
     def check_instance(self, name: str) -> None:
         """:class:`NotFound` unless ``name`` is an active instance."""
-        if not NAME_RE.match(name) or self._registry.find(name) is None:
+        if not NAME_RE.fullmatch(name) or self._registry.find(name) is None:
             raise NotFound(f"No instance named '{name}'")
 
     def route(self, sender: str, recipient: str, message_type: str) -> dict[str, Any]:

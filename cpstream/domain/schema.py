@@ -144,6 +144,17 @@ MIGRATIONS: list[str] = [
         SELECT RAISE(ABORT, 'message_events is append-only');
     END;
     """,
+    # 4: access control: each instance's agent token (its SHA-256), each delivery's lease,
+    # and browser sessions ended by a logout.
+    """
+    ALTER TABLE instances ADD COLUMN token_hash TEXT;
+    CREATE UNIQUE INDEX instances_token ON instances(token_hash) WHERE token_hash IS NOT NULL;
+    ALTER TABLE messages ADD COLUMN lease_id TEXT;
+    CREATE TABLE ended_sessions (
+        id         TEXT PRIMARY KEY,
+        expires_at TEXT NOT NULL
+    );
+    """,
 ]
 
 

@@ -23,6 +23,7 @@ from cpstream.domain.tables import (
     MessageRows,
     MetaRows,
     RuleRows,
+    SessionRows,
 )
 
 
@@ -38,6 +39,7 @@ class Store:
         self.instance_events = InstanceEventRows(db)
         self.rules = RuleRows(db)
         self.messages = MessageRows(db)
+        self.sessions = SessionRows(db)
 
     @classmethod
     def open(cls, path: Path) -> Store:

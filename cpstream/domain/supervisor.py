@@ -137,10 +137,15 @@ class Supervisor(Service):
         stopped = self.stop(instance) if instance.status in LIVE else defer.succeed(instance)
         return stopped.addCallback(lambda _: self._registry.archive(instance) or instance)
 
+    def delete(self, instance: Instance) -> None:
+        """Delete an archived instance for good, its logs with it."""
+        self._registry.delete(instance)
+        self._logs.remove(instance)
+
     # -- spawning and exits ----------------------------------------------------
 
     def _spawn(self, instance: Instance) -> None:
-        run = self._children.spawn(instance, self.cp_url)
+        run = self._children.spawn(instance, self.cp_url, self._registry.issue_token(instance))
         self._runs[instance.id] = run
         self.log.info("started {name} pid={pid}", name=instance.name, pid=run.pid)
         self._registry.set_status(
@@ -272,7 +277,7 @@ class Supervisor(Service):
         if run.adopted and not alive(run.pid):
             self._ended(run)
             return
-        if self._logs.cap(instance.name):
+        if self._logs.cap(instance):
             self.log.info("{name}: log passed its size cap; rotated", name=instance.name)
         if instance.health == "process":
             return

@@ -118,6 +118,27 @@ def _event_row(row: sqlite3.Row) -> dict[str, Any]:
     return record
 
 
+class SessionRows:
+    """The ``ended_sessions`` table: browser sessions ended by a logout before they expired."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def end(self, session_id: str, expires_at: str) -> None:
+        self._db.execute(
+            "INSERT OR IGNORE INTO ended_sessions (id, expires_at) VALUES (?, ?)",
+            (session_id, expires_at),
+        )
+
+    def ended(self, session_id: str) -> bool:
+        row = self._db.execute("SELECT 1 FROM ended_sessions WHERE id = ?", (session_id,))
+        return row.fetchone() is not None
+
+    def prune(self, now: str) -> None:
+        """Forget ended sessions that would have expired anyway."""
+        self._db.execute("DELETE FROM ended_sessions WHERE expires_at < ?", (now,))
+
+
 class InstanceRows:
     """The ``instances`` table."""
 

@@ -87,5 +87,4 @@ class Streams:
 
     def _abort_all(self) -> None:
         for connection in list(self.connections):
-            if connection.transport is not None:
-                connection.transport.abortConnection()
+            connection.abort("no closing handshake before the server stopped")

@@ -60,7 +60,7 @@ class LogsProtocol(StreamProtocol):
         except UnknownInstance:
             self.send_error("instance_not_found", f"No instance named '{self.name}'", 4404)
             return
-        path = self.factory.logs.path(instance.name)
+        path = self.factory.logs.path(instance)
         tails = self.factory.tails
         resumed = None
         if self.resume_from is not None:
@@ -125,6 +125,11 @@ class LogsProtocol(StreamProtocol):
 
     def stream_resumed(self) -> None:
         self._pump()
+
+    def log_removed(self) -> None:
+        """The instance was deleted, its logs with it."""
+        if self.live:
+            self.send_error("instance_not_found", f"Instance '{self.name}' was deleted", 4404)
 
     def ended(self) -> None:
         for call in (self._timer, self._more):

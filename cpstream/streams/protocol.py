@@ -79,6 +79,18 @@ from cpstream.streams.settings import prepare_frame
 STUCK_TIMEOUT = 60.0
 
 
+def _socket_of(transport: Any) -> socket.socket | None:
+    """The TCP socket under a transport (through TLS, whose handle is not a socket)."""
+    for _ in range(4):
+        handle = getattr(transport, "socket", None)
+        if isinstance(handle, socket.socket):
+            return handle
+        transport = getattr(transport, "transport", None)
+        if transport is None:
+            return None
+    return None
+
+
 class ClockTimer:
     """Autobahn's timer interface (``txaio.IBatchedTimer``) on the injected clock.
 
@@ -165,10 +177,10 @@ class StreamProtocol(WebSocketServerProtocol):
         keep a slow client minutes behind before the hub's 256-frame lag bound
         applies; capped, a stuck client lags after about 1,000 frames.
         """
-        handle = getattr(self.transport, "getHandle", None)
-        if handle is not None:
+        sock = _socket_of(self.transport)
+        if sock is not None:
             size = self.factory.streams.settings.send_buffer
-            handle().setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:  # noqa: N802
         if self._done:
@@ -309,4 +321,13 @@ class StreamProtocol(WebSocketServerProtocol):
         """Paused for a minute: the peer is gone or stuck; its reconnect gets a snapshot."""
         self._stuck_call = None
         self._log.info("aborting a stream client that read nothing for {s}s", s=STUCK_TIMEOUT)
-        self.transport.abortConnection()
+        self.abort(f"read nothing for {STUCK_TIMEOUT:g}s")
+
+    def abort(self, why: str) -> None:
+        """Drop the connection now, once: through Autobahn, so its own timers know (a second
+        abort of a TLS transport raises)."""
+        if self.transport is None or self.state == self.STATE_CLOSED:
+            return
+        self.wasClean = False
+        self.wasNotCleanReason = why
+        self.dropConnection(abort=True)

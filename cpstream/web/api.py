@@ -22,7 +22,7 @@ from twisted.web.static import SingleRangeStaticProducer
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.exceptions import NotFound as NoRoute
 
-from cpstream.domain.errors import DomainError, Invalid, NotFound
+from cpstream.domain.errors import DomainError, Forbidden, Invalid, NotFound
 from cpstream.domain.inbox import MAX_WAIT, Inbox
 from cpstream.domain.logfiles import LogFiles, read_page, read_tail
 from cpstream.domain.messaging import Messaging
@@ -30,11 +30,19 @@ from cpstream.domain.registry import Registry
 from cpstream.domain.routing import RoutingRules
 from cpstream.domain.supervisor import Supervisor
 from cpstream.web import bodies
+from cpstream.web.auth import ANONYMOUS, OPERATOR, Principal
 from cpstream.web.bodies import int_arg, str_arg
 from cpstream.web.errors import HTTPError, error_response, json_response, status_of
 from cpstream.web.representations import instance_json, message_json
 
 MAX_LOG_LINES = 10_000
+
+
+def principal_of(request: IRequest) -> Principal:
+    """Whom the request speaks for: the site sets it on every request (``None`` without
+    credentials); in-memory tests without the site act as the operator."""
+    principal = getattr(request, "principal", OPERATOR)
+    return principal if principal is not None else ANONYMOUS
 
 
 class _Download(Resource):
@@ -116,8 +124,17 @@ class ControlAPI:
 
     @app.route("/health", methods=["GET"])
     def health(self, request: IRequest) -> bytes:
+        """Everyone may ask; only the operator is told about the instances."""
+        if not principal_of(request).operator:
+            return json_response(request, {"status": "ok"})
         instances = {i.name: {"status": i.status, "pid": i.pid} for i in self._registry.active()}
         return json_response(request, {"status": "ok", "instances": instances})
+
+    @app.route("/session", methods=["GET"])
+    def session(self, request: IRequest) -> bytes:
+        """Who the credentials speak for (the dashboard asks before it opens streams)."""
+        principal = principal_of(request)
+        return json_response(request, {"principal": principal.kind, "name": principal.name})
 
     @app.route("/instances", methods=["GET"])
     def list_instances(self, request: IRequest) -> bytes:
@@ -137,7 +154,7 @@ class ControlAPI:
     @app.route("/instances/<string:name>", methods=["DELETE"])
     def delete_instance(self, request: IRequest, name: str) -> bytes:
         instance = self._registry.get_archived(name)
-        self._registry.delete(instance)
+        self._supervisor.delete(instance)
         return json_response(request, {"status": "deleted", "name": name})
 
     @app.route("/instances/<string:name>/start", methods=["POST"])
@@ -183,7 +200,7 @@ class ControlAPI:
         instance = self._registry.get(name)
         count = int_arg(request, "lines", 100, 1, MAX_LOG_LINES)
         mode = str_arg(request, "mode", "tail")
-        path = self._logs.path(instance.name)
+        path = self._logs.path(instance)
         if mode == "tail":
             lines, _ = read_tail(path, count)
             body: dict[str, Any] = {"name": instance.name, "mode": mode, "lines": lines}
@@ -207,7 +224,7 @@ class ControlAPI:
         Content-Length announces, however the file grows meanwhile."""
         instance = self._registry.get(name)
         try:
-            f = open(self._logs.path(instance.name), "rb")
+            f = open(self._logs.path(instance), "rb")
         except FileNotFoundError:
             raise NotFound(f"instance '{name}' has no log yet") from None
         size = os.fstat(f.fileno()).st_size
@@ -246,7 +263,11 @@ class ControlAPI:
 
     @app.route("/messages", methods=["POST"])
     def send(self, request: IRequest) -> bytes:
-        answer = self._messaging.send(**bodies.send_request(request))
+        fields = bodies.send_request(request)
+        principal = principal_of(request)
+        if not principal.operator and fields["sender"] != principal.name:
+            raise Forbidden(f"an agent sends as itself ({principal.name}), not as another")
+        answer = self._messaging.send(**fields)
         return json_response(request, answer, 200 if answer.get("deduplicated") else 201)
 
     @app.route("/messages", methods=["GET"])
@@ -272,12 +293,16 @@ class ControlAPI:
 
     @app.route("/messages/<string:message_id>/acknowledge", methods=["POST"])
     def acknowledge(self, request: IRequest, message_id: str) -> bytes:
-        return json_response(request, self._messaging.acknowledge(message_id))
+        lease_id = bodies.ack_request(request)
+        recipient = principal_of(request).name
+        return json_response(request, self._messaging.acknowledge(message_id, lease_id, recipient))
 
     @app.route("/messages/<string:message_id>/fail", methods=["POST"])
     def fail(self, request: IRequest, message_id: str) -> bytes:
-        detail = bodies.fail_request(request)
-        return json_response(request, self._messaging.fail(message_id, detail))
+        lease_id, detail = bodies.fail_request(request)
+        recipient = principal_of(request).name
+        answer = self._messaging.fail(message_id, lease_id, detail, recipient)
+        return json_response(request, answer)
 
     @app.route("/messages/<string:message_id>/replay", methods=["POST"])
     def replay(self, request: IRequest, message_id: str) -> bytes:

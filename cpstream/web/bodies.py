@@ -28,7 +28,8 @@ SENT = (
     "hop_count",
 )
 SEND_FIELDS = frozenset(SENT)
-FAIL_FIELDS = frozenset({"detail"})
+ACK_FIELDS = frozenset({"lease_id"})
+FAIL_FIELDS = frozenset({"lease_id", "detail"})
 MAX_TEXT = 200
 
 
@@ -170,9 +171,22 @@ def send_fields(body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def fail_request(request: IRequest) -> str | None:
-    """``POST /api/messages/ID/fail``: the optional failure ``detail``."""
-    detail = json_body(request, FAIL_FIELDS).get("detail")
+def ack_request(request: IRequest) -> str:
+    """``POST /api/messages/ID/acknowledge``: the ``lease_id`` of the delivery."""
+    return _lease(json_body(request, ACK_FIELDS))
+
+
+def fail_request(request: IRequest) -> tuple[str, str | None]:
+    """``POST /api/messages/ID/fail``: the ``lease_id`` and an optional ``detail``."""
+    body = json_body(request, FAIL_FIELDS)
+    detail = body.get("detail")
     if detail is not None and not isinstance(detail, str):
         raise Invalid("detail must be a string")
-    return detail
+    return _lease(body), detail
+
+
+def _lease(body: dict[str, Any]) -> str:
+    lease_id = body.get("lease_id")
+    if not isinstance(lease_id, str) or not lease_id:
+        raise Invalid("lease_id is required: the lease_id of the delivery")
+    return lease_id

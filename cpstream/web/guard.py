@@ -1,8 +1,9 @@
 """Request policy for every HTTP request: the security defaults of DESIGN.md 7.
 
-A single operator and no accounts, so the dangers are other web pages and
-DNS rebinding: the ``Host`` must name this server, cross-origin pages may not
-mutate state or open streams, bodies must be JSON and small. The policy is
+Credentials are :mod:`cpstream.web.auth`'s; this is what no credential can
+lift: the ``Host`` must name this server (DNS rebinding), no cross-site
+request reaches data (``/api/``, ``/ws/``, GET included) or changes anything
+(login and logout included), bodies must be JSON and small. The policy is
 checked before any routing, for REST, static files and WebSocket upgrades
 alike, and an oversized body is refused from its declared length before it is
 read.
@@ -19,6 +20,10 @@ from cpstream.web.errors import HTTPError, raw_response
 
 MAX_BODY = 1024 * 1024
 MUTATING = frozenset({b"POST", b"PUT", b"PATCH", b"DELETE"})
+# Paths that hold data: no cross-site request reaches them, GET included (a GET may
+# lease a message, and any answer is data another page must not read). /login and
+# /logout are protected like every mutation (POST); a GET of the login page is not.
+DATA_PATHS = (b"/api/", b"/ws/", b"/metrics")
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "[::1]"})
 SAFE_FETCH_SITES = frozenset({b"same-origin", b"none"})
 
@@ -62,12 +67,13 @@ class Guard:
         if request.method == b"OPTIONS":
             raise HTTPError(405, "OPTIONS is not supported (no cross-origin access)")
         upgrade = (request.getHeader(b"upgrade") or b"").lower() == b"websocket"
-        if upgrade or request.method in MUTATING:
+        data = request.path.startswith(DATA_PATHS)
+        if upgrade or data or request.method in MUTATING:
             self._check_origin(request, host)
-        if request.method in MUTATING:
             site = request.requestHeaders.getRawHeaders(b"sec-fetch-site") or []
             if any(value.strip().lower() not in SAFE_FETCH_SITES for value in site):
-                raise HTTPError(403, "cross-site requests may not change anything")
+                raise HTTPError(403, "cross-site requests are not allowed")
+        if request.method in MUTATING:
             self._check_content_type(request)
 
     def _host(self, request: Any) -> str:
@@ -103,7 +109,8 @@ class Guard:
         if not origins:
             return  # curl, scripts: not a browser, so no cross-origin page behind it
         origin = origins[0].decode("latin-1").strip().lower().rstrip("/")
-        if origin == f"http://{host}" or origin in self._allowed_origins:
+        scheme = "https" if request.isSecure() else "http"
+        if origin == f"{scheme}://{host}" or origin in self._allowed_origins:
             return
         raise HTTPError(403, "cross-origin requests are not allowed")
 

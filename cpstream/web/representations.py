@@ -16,6 +16,7 @@ MESSAGE_KEYS = (
     "created_at",
     "updated_at",
     "expires_at",
+    "lease_id",
 )
 
 

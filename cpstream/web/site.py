@@ -13,24 +13,34 @@ from typing import Any
 from twisted.web.resource import IResource, Resource
 from twisted.web.static import File
 
+from cpstream.web.auth import Authenticator, agent_may
 from cpstream.web.deadline import DeadlineSite
 from cpstream.web.errors import HTTPError, JSONError
 from cpstream.web.guard import MUTATING, Guard, LimitedRequest
+from cpstream.web.login import Login, Logout
 
 STATIC_DIR = Path(__file__).parent / "static"
 SERVER_NAME = b"cpstream"
 
 
+UNAUTHENTICATED = ((b"GET", b"/api/health"), (b"HEAD", b"/api/health"))
+PROTECTED = (b"/api/", b"/ws/", b"/metrics")
+
+
 class ControlPlaneSite(DeadlineSite):
-    """A ``Site`` that checks the request policy before resolving any resource."""
+    """A ``Site`` that checks the request policy and the credentials before resolving any
+    resource; the request's :class:`~cpstream.web.auth.Principal` is ``request.principal``."""
 
     requestFactory = LimitedRequest
 
-    def __init__(self, root: IResource, guard: Guard, reactor: Any, **kwargs: Any) -> None:
+    def __init__(
+        self, root: IResource, guard: Guard, reactor: Any, auth: Authenticator, **kwargs: Any
+    ) -> None:
         # Bodies are JSON only: a form is refused (415), never parsed (1 MiB of multipart
         # parts, which any web page can post here, held the reactor for ~0.4 s).
         super().__init__(root, parsePOSTFormSubmission=False, reactor=reactor, **kwargs)
         self._guard = guard
+        self._auth = auth
 
     def getResourceFor(self, request: Any) -> IResource:  # noqa: N802 (Twisted API)
         request.setHeader(b"server", SERVER_NAME)
@@ -39,7 +49,24 @@ class ControlPlaneSite(DeadlineSite):
             self._guard.check(request)
         except HTTPError as refusal:
             return JSONError(refusal.status, refusal.message)
+        refusal = self._authorize(request)
+        if refusal is not None:
+            return refusal
         return super().getResourceFor(request)
+
+    def _authorize(self, request: Any) -> IResource | None:
+        """401 without credentials, 403 for an agent outside its routes (before any upgrade)."""
+        request.principal = principal = self._auth.principal(request)
+        if not request.path.startswith(PROTECTED):
+            return None
+        if (request.method, request.path) in UNAUTHENTICATED:
+            return None
+        if principal is None:
+            request.setHeader(b"www-authenticate", b'Bearer realm="cpstream"')
+            return JSONError(401, "unauthorized")
+        if not principal.operator and not agent_may(principal, request.method, request.path):
+            return JSONError(403, "an agent's token does not allow this")
+        return None
 
     def log(self, request: Any) -> None:
         """Access-log changes and errors only; agents' polls would drown the rest."""
@@ -47,10 +74,16 @@ class ControlPlaneSite(DeadlineSite):
             super().log(request)
 
 
-def build_root(api: IResource, streams: IResource | None = None) -> Resource:
-    """``/`` serves the UI files, ``/api/`` the REST API, ``/ws/`` the streams."""
+def build_root(
+    api: IResource, streams: IResource | None = None, auth: Authenticator | None = None
+) -> Resource:
+    """``/`` serves the UI files, ``/api/`` the REST API, ``/ws/`` the streams, ``/login``
+    and ``/logout`` the browser sessions."""
     root = File(str(STATIC_DIR))
     root.indexNames = ["index.html"]
     root.putChild(b"api", api)
     root.putChild(b"ws", streams if streams is not None else JSONError(404, "no such stream"))
+    if auth is not None:
+        root.putChild(b"login", Login(auth, STATIC_DIR / "login.html"))
+        root.putChild(b"logout", Logout(auth))
     return root

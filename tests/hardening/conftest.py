@@ -76,11 +76,21 @@ class Daemons:
         self.started: list[Daemon] = []
 
     async def start(
-        self, *args: str, data_dir: Path | None = None, port: int = 0, **env: str
+        self,
+        *args: str,
+        data_dir: Path | None = None,
+        port: int = 0,
+        auth: bool = False,
+        **env: str,
     ) -> Daemon:
+        """A daemon to attack. The battery's raw requests test the policy that no
+        credential lifts (Host, Origin, framing, sizes, deadlines), so its daemons run
+        ``--auth none`` on loopback unless ``auth``; the auth matrix runs with tokens."""
         if data_dir is None:
             data_dir = self._tmp_path / f"data{len(self.started)}"
             data_dir.mkdir()
+        if not auth:
+            args = ("--auth", "none", *args)
         daemon = Daemon(data_dir, *args, port=port, env=env)
         self.started.append(daemon)
         return await daemon.start()

@@ -18,7 +18,7 @@ from typing import Any
 from twisted.internet import defer, endpoints, protocol
 from twisted.internet import reactor as global_reactor
 
-from tests.support import wait_for
+from tests.support import TOKENS, wait_for
 from tests.wsraw import Frames, read_frames, request, upgrade
 
 
@@ -201,9 +201,11 @@ async def provoke(port: int, data: bytes, timeout: float = 3.0) -> tuple[Stream,
 
 
 async def open_stream(port: int, path: str, rcvbuf: int | None = None) -> Stream:
-    """A raw WebSocket on ``path``, past its 101."""
+    """A raw, well-formed WebSocket on ``path`` (with the daemon's token), past its 101."""
     client = await connect(port, rcvbuf)
-    client.write(upgrade(path, f"127.0.0.1:{port}"))
+    host = f"127.0.0.1:{port}"
+    token = TOKENS.get(host)
+    client.write(upgrade(path, host, [("Authorization", f"Bearer {token}")] if token else []))
     handshake = await client.response()
     assert handshake.status == 101, (handshake.status, handshake.body)
     return Stream(client, handshake)

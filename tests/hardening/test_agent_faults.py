@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import pytest_twisted
-import treq
 from twisted.internet import defer
 
 from tests.hardening.report import record
@@ -21,6 +20,8 @@ from tests.support import (
     create,
     get_json,
     global_reactor,
+    http,
+    instance_log,
     post_json,
     processes_with,
     sleep,
@@ -44,7 +45,7 @@ async def status(url: str, name: str) -> dict:
 
 
 def log_of(daemon, name: str) -> str:
-    path = daemon.data_dir / "instances" / name / "logs" / "daemon.log"
+    path = instance_log(daemon.data_dir, name)
     return path.read_text(errors="replace") if path.exists() else ""
 
 
@@ -153,7 +154,7 @@ async def test_fifty_concurrent_lifecycle_calls_one_wins(daemons):
     instance = await create(url, "raced", command=[*AGENT, "--ignore-sigterm"])
 
     async def call(action: str) -> int:
-        response = await treq.post(url + f"/api/instances/raced/{action}", timeout=30)
+        response = await http.post(url + f"/api/instances/raced/{action}", timeout=30)
         await response.content()
         return response.code
 

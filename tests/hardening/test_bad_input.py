@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import pytest
 import pytest_twisted
-import treq
 
 from tests import wsraw
 from tests.hardening import raw
 from tests.hardening.report import record
 from tests.hardening.test_policy import state
-from tests.support import get_json, post_json
+from tests.support import get_json, http, post_json
 
 SEND = b'{"from_instance":"a","to_instance":"b","message_type":"t.x","payload":%s%s}'
 BODIES = {
@@ -89,7 +88,7 @@ async def test_an_unexpected_error_is_answered_as_json_and_logged(cp, _no_logged
 
     cp.registry.active = broken
     code, body = await get_json(cp.api("/health"))
-    redirect = await treq.get(cp.api("/instances/"), allow_redirects=False)
+    redirect = await http.get(cp.api("/instances/"), allow_redirects=False)
     assert (code, body) == (500, {"error": "internal error"})
     assert "registry exploded" in "\n".join(_no_logged_errors)
     assert redirect.code < 500

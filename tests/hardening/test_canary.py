@@ -7,11 +7,10 @@ import json
 
 import pytest
 import pytest_twisted
-import treq
 from twisted.internet import defer
 
 from tests.hardening.report import record
-from tests.support import post_json, sleep, wait_for
+from tests.support import http, post_json, sleep, wait_for
 from tests.wsclient import WSClient
 
 MARK = "c4n4ry"
@@ -61,7 +60,7 @@ async def test_canaries_never_leave_the_redactor(daemons):
     async def call(method: str, path: str, body: object = None) -> object:
         data = None if body is None else json.dumps(body).encode()
         headers = {b"Content-Type": [b"application/json"]} if data is not None else {}
-        response = await treq.request(method, url + path, data=data, headers=headers)
+        response = await http.request(method, url + path, data=data, headers=headers)
         raw = await response.content()
         answers.append(raw)
         assert response.code < 300, (path, response.code, raw[:200])
@@ -83,10 +82,14 @@ async def test_canaries_never_leave_the_redactor(daemons):
     await defer.gatherResults([defer.ensureDeferred(sender(w)) for w in range(CONCURRENCY)])
     for n in range(FAILURES):
         leased = await call("GET", "/api/instances/b/messages/pending")
-        await call("POST", f"/api/messages/{leased['message']['id']}/fail", {"detail": detail(n)})
+        message = leased["message"]
+        body = {"lease_id": message["lease_id"], "detail": detail(n)}
+        await call("POST", f"/api/messages/{message['id']}/fail", body)
     for _ in range(50):
         leased = await call("GET", "/api/instances/b/messages/pending")
-        await call("POST", f"/api/messages/{leased['message']['id']}/acknowledge", {})
+        message = leased["message"]
+        lease = {"lease_id": message["lease_id"]}
+        await call("POST", f"/api/messages/{message['id']}/acknowledge", lease)
     for message_id in ids[:200]:
         await call("GET", f"/api/messages/{message_id}")
     for path in (

@@ -11,7 +11,7 @@ from tests import wsraw
 from tests.hardening import raw
 from tests.hardening.conftest import Sampler, temp_bytes
 from tests.hardening.report import record
-from tests.support import global_reactor, post_json, sleep
+from tests.support import global_reactor, instance_log, post_json, sleep
 
 KIB, MIB = 1024, 1024 * 1024
 LIMIT = 64 * KIB
@@ -122,7 +122,7 @@ async def test_server_frames_over_64_kib_are_sent(daemons):
     """The 64 KiB limit is on client messages: a 200 KiB log backlog still goes out whole."""
     daemon = await daemons.start()
     await post_json(daemon.url + "/api/instances", {"name": "a"})
-    log = daemon.data_dir / "instances" / "a" / "logs" / "daemon.log"
+    log = instance_log(daemon.data_dir, "a")
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_bytes(b"".join(b"%04d %s\n" % (n, b"x" * 200) for n in range(1000)))
     stream = await raw.open_stream(daemon.port, "/ws/instances/a/logs?backlog=1000")

@@ -16,7 +16,7 @@ from cpstream.web.site import ControlPlaneSite
 from tests import wsraw
 from tests.hardening import raw
 from tests.hardening.report import record
-from tests.support import get_json, global_reactor, post_json, sleep
+from tests.support import NO_AUTH, get_json, global_reactor, post_json, sleep
 
 ALLOWED = "http://cp.example:9000"
 STREAMS = ("/ws/instances", "/ws/instances/a/logs", "/ws/messages")
@@ -297,7 +297,7 @@ class RecordingGuard(Guard):
 def test_form_bodies_are_never_parsed():
     """A form POST is refused with 415 before Twisted parses its body into request.args."""
     guard = RecordingGuard()
-    site = ControlPlaneSite(Resource(), guard, reactor=Clock())
+    site = ControlPlaneSite(Resource(), guard, reactor=Clock(), auth=NO_AUTH)
     channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
     transport = StringTransport(hostAddress=IPv4Address("TCP", "127.0.0.1", 8080))
     channel.makeConnection(transport)

@@ -19,7 +19,7 @@ from tests.hardening import raw
 from tests.hardening.conftest import Sampler
 from tests.hardening.report import SOAK, record, size
 from tests.stats import percentile
-from tests.support import global_reactor, post_json, sleep, wait_for
+from tests.support import global_reactor, instance_log, post_json, sleep, wait_for
 from tests.wsclient import WSClient
 
 LOUD = size(10, 50)
@@ -119,7 +119,7 @@ async def test_never_reading_clients_cost_bounded_memory_and_slow_no_one(daemons
         assert (await post_json(url + "/api/instances", body))[0] == 201
     rule = {"from_instance": "flip-0", "to_instance": "flip-1", "type_pattern": "load.*"}
     assert (await post_json(url + "/api/routing-rules", rule))[0] == 201
-    log_file = daemon.data_dir / "instances" / "loud-0" / "logs" / "daemon.log"
+    log_file = instance_log(daemon.data_dir, "loud-0")
     await wait_for(lambda: log_file.exists() and last_line_number(log_file) > 0, timeout=30)
 
     stuck = {

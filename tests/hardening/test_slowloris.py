@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 import pytest_twisted
-import treq
 from twisted.internet import defer
 from twisted.internet.task import LoopingCall
 
@@ -14,7 +13,7 @@ from tests.hardening import raw
 from tests.hardening.conftest import open_fds
 from tests.hardening.report import record, size
 from tests.stats import percentile
-from tests.support import global_reactor, sleep, wait_for
+from tests.support import global_reactor, http, sleep, wait_for
 
 DRIPPERS = size(50, 200)
 IDLE = size(20, 50)
@@ -39,7 +38,7 @@ class Poller:
     async def _once(self) -> None:
         started = global_reactor.seconds()
         try:
-            response = await treq.get(self._url, timeout=5)
+            response = await http.get(self._url, timeout=5)
             await response.json()
             if response.code != 200:
                 self.errors.append(f"status {response.code}")

@@ -26,6 +26,10 @@ export async function call(method, path, body) {
   } catch {
     data = null;
   }
+  if (response.status === 401) {
+    // No session (or an ended one): the login page, once; it never redirects back by itself.
+    location.assign("/login");
+  }
   if (!response.ok) {
     throw new ApiError(response.status, data?.error ?? `HTTP ${response.status}`);
   }

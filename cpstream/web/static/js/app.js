@@ -1,7 +1,7 @@
 // The page shell: hash routing between the views, the streams each view
 // opens, and the header indicator that tells which mode is active.
 
-import { get, streamUrl } from "./api.js";
+import { get, post, streamUrl } from "./api.js";
 import { mountDashboard } from "./dashboard.js";
 import { h } from "./dom.js";
 import { mountInstance } from "./instance.js";
@@ -97,8 +97,18 @@ function main() {
     };
   };
 
+  document.getElementById("logout").addEventListener("click", async () => {
+    try {
+      await post("/logout");
+    } finally {
+      location.assign("/login");
+    }
+  });
   window.addEventListener("hashchange", mount);
   mount();
 }
 
-main();
+// Without a session the first call answers 401 and api.js shows the login page instead.
+get("/api/session").then(main, (error) => {
+  if (error.status !== 401) main();
+});
