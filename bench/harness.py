@@ -1,4 +1,10 @@
-"""Running benchmark servers and the load generator as pinned child processes."""
+"""Running benchmark servers and the load generator as pinned child processes.
+
+The load generator is ``bench/loadgen.c`` (one epoll thread, compiled on demand into
+``bench/results/loadgen``), so that it is never the bottleneck; ``CPSTREAM_LOADGEN=python``
+runs the asyncio one (``bench/loadgen.py``) instead, for comparison. Both take the same
+arguments and print the same ``connected`` line and JSON result.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +20,8 @@ from bench.common import cpu_seconds, rss_kib
 from bench.wsraw import RawClient
 
 ROOT = Path(__file__).resolve().parent.parent
+LOADGEN_SOURCE = ROOT / "bench" / "loadgen.c"
+LOADGEN_BINARY = ROOT / "bench" / "results" / "loadgen"
 SERVERS = {
     "cpstream": ["-m", "bench.server_cpstream"],
     "websockets": ["-m", "bench.server_websockets"],
@@ -83,15 +91,46 @@ class Server:
             self.process.wait()
 
 
-def loadgen(server: Server, clients: int, events: int, command: str, latency: bool) -> dict:
-    """Connect ``clients``, send ``command`` to the server, collect the load generator's result."""
-    argv = [sys.executable, "-m", "bench.loadgen", "--port", str(server.port),
-            "--clients", str(clients), "--events", str(events)]  # fmt: skip
-    if latency:
-        argv.append("--latency")
+def loadgen_kind() -> str:
+    """``c`` (the default) or ``python``, from ``CPSTREAM_LOADGEN``."""
+    kind = os.environ.get("CPSTREAM_LOADGEN", "c").strip().lower() or "c"
+    if kind not in ("c", "python"):
+        raise ValueError(f"CPSTREAM_LOADGEN must be 'c' or 'python', not {kind!r}")
+    return kind
+
+
+def compiled_loadgen() -> Path:
+    """``bench/results/loadgen``, (re)compiled when ``bench/loadgen.c`` is newer."""
+    binary, source = LOADGEN_BINARY, LOADGEN_SOURCE
+    if not binary.exists() or binary.stat().st_mtime < source.stat().st_mtime:
+        if not shutil.which("gcc"):
+            raise RuntimeError("bench/loadgen.c needs gcc (or set CPSTREAM_LOADGEN=python)")
+        binary.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            ["gcc", "-O2", "-o", str(binary.relative_to(ROOT)), str(source.relative_to(ROOT))],
+            cwd=ROOT,
+            check=True,
+        )
+    return binary
+
+
+def loadgen_argv(server: Server, clients: int, *extra: str) -> list[str]:
+    """The load generator's command line (pinned to CPU 1) for ``clients`` of ``server``."""
+    if loadgen_kind() == "python":
+        argv = [sys.executable, "-m", "bench.loadgen"]
+    else:
+        argv = [str(compiled_loadgen())]
+    argv += ["--port", str(server.port), "--clients", str(clients), *extra]
     if server.token:
         argv += ["--token", server.token]
-    gen = subprocess.Popen(pinned(1, argv), cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    return pinned(1, argv)
+
+
+def loadgen(server: Server, clients: int, events: int, command: str, latency: bool) -> dict:
+    """Connect ``clients``, send ``command`` to the server, collect the load generator's result."""
+    extra = ["--events", str(events), *(["--latency"] if latency else [])]
+    argv = loadgen_argv(server, clients, *extra)
+    gen = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert gen.stdout.readline().strip() == "connected"
     cpu_before, started = server.cpu, time.monotonic()
     server.command(command)

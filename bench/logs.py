@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from bench.harness import Server
+from tests.stats import percentile
 from tests.support import instance_log
 
 
@@ -40,11 +41,10 @@ def log_latency(poll_only: bool, lines: int = 200) -> dict:
         client.close()
     finally:
         server.close()
-    ordered = sorted(latencies)
     return {
-        "p50_ms": ordered[len(ordered) // 2],
-        "p99_ms": ordered[int(0.99 * (len(ordered) - 1))],
-        "max_ms": ordered[-1],
+        "p50_ms": percentile(latencies, 0.5),
+        "p99_ms": percentile(latencies, 0.99),
+        "max_ms": max(latencies),
     }
 
 

@@ -1,19 +1,23 @@
 """``make bench``: every benchmark, with its references, in one table.
 
 Servers run pinned to CPU 0 and the load generator to CPU 1 (``taskset``), so
-they never compete; the load generator's own CPU is reported to show it is not
-the bottleneck. Fan-out and memory figures are the median of ``--repeat`` runs.
+they never compete. The load generator is ``bench/loadgen.c`` (compiled on demand;
+``--loadgen python`` or ``CPSTREAM_LOADGEN=python`` runs ``bench/loadgen.py`` instead).
+Every fan-out cell is the median of ``--repeat`` runs with their spread (min-max), and,
+for figures the load generator measured, its own CPU during that measurement (the
+highest of the runs): under 50 % it is not the bottleneck. Memory figures are medians.
+Percentiles and medians are nearest-rank (:func:`tests.stats.percentile`).
 
-    python -m bench.run [--quick] [--repeat 3] [--only NAME] [--json PATH]
+    python -m bench.run [--quick] [--repeat 3] [--only NAME] [--json PATH] [--loadgen c]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import time
@@ -23,6 +27,7 @@ from bench.fanout import fanout, idle_memory
 from bench.harness import ROOT, SERVERS
 from bench.logs import log_flood, log_latency
 from bench.state import backlog_time, resume_time, snapshot_time, stuck_client
+from tests.stats import percentile
 
 TARGETS = {
     "saturation": ">= 1.05x websockets @1000",
@@ -33,14 +38,56 @@ TARGETS = {
     "snapshot": "< 100 ms",
     "resume": "< snapshot",
 }
+RATE_CPU, BURST_CPU = "rate_loadgen_cpu_pct", "burst_loadgen_cpu_pct"
+# (figure, row label, format, the load generator CPU measured with it or None)
 FANOUT_ROWS = (
-    ("p50_ms", "p50 latency, 20 ev/s (ms)", ".2f"),
-    ("p99_ms", "p99 latency, 20 ev/s (ms)", ".2f"),
-    ("max_ms", "max latency, 20 ev/s (ms)", ".2f"),
-    ("deliveries_per_s", "saturation in a burst (deliveries/s)", ",.0f"),
-    ("loadgen_cpu_pct", "load generator CPU during the burst (%)", ".0f"),
-    ("server_cpu_pct", "server CPU during the burst (%)", ".0f"),
+    ("p50_ms", "p50 latency, 20 ev/s (ms)", ".2f", RATE_CPU),
+    ("p99_ms", "p99 latency, 20 ev/s (ms)", ".2f", RATE_CPU),
+    ("max_ms", "max latency, 20 ev/s (ms)", ".2f", RATE_CPU),
+    ("deliveries_per_s", "burst: saturation (deliveries/s)", "kilo", BURST_CPU),
+    ("events_per_read", "burst: events per read", ".1f", BURST_CPU),
+    ("burst_p50_ms", "burst: p50 latency (ms)", ".1f", BURST_CPU),
+    ("burst_p99_ms", "burst: p99 latency (ms)", ".1f", BURST_CPU),
+    ("server_cpu_pct", "burst: server CPU (%)", ".0f", None),
 )
+LEGEND = (
+    "Fan-out cells: median of the runs (min-max of the runs); gen: the load generator's CPU"
+    " during that measurement, highest of the runs (%); INCOMPLETE: a run lost deliveries."
+)
+
+
+def summarize(runs: list[dict]) -> dict:
+    """Median (nearest rank), min and max of every figure over the runs, and the runs."""
+    keys = runs[0].keys()
+    return {
+        "runs": len(runs),
+        "median": {k: percentile([r[k] for r in runs], 0.5) for k in keys},
+        "min": {k: min(r[k] for r in runs) for k in keys},
+        "max": {k: max(r[k] for r in runs) for k in keys},
+        "each": runs,
+    }
+
+
+def _number(value: float, fmt: str) -> str:
+    if isinstance(value, float) and math.isnan(value):
+        return "-"
+    if fmt == "kilo":
+        return f"{value / 1000:,.0f}k"
+    return format(value, fmt)
+
+
+def fanout_cell(summary: dict | None, key: str, fmt: str, cpu_key: str | None) -> str:
+    """``median (min-max) gen N %`` for one server kind."""
+    if summary is None or key not in summary["median"]:
+        return ""
+    cell = _number(summary["median"][key], fmt)
+    if summary["runs"] > 1:
+        cell += f" ({_number(summary['min'][key], fmt)}–{_number(summary['max'][key], fmt)})"
+    if cpu_key is not None:
+        cell += f" gen {summary['max'][cpu_key]:.0f} %"
+    if key == "deliveries_per_s" and not summary["min"]["complete"]:
+        cell += " INCOMPLETE"
+    return cell
 
 
 def table(results: dict) -> str:
@@ -49,16 +96,16 @@ def table(results: dict) -> str:
     kinds = list(SERVERS)
     rows = ["| benchmark | " + " | ".join(kinds) + " | target |", "|---" * (len(kinds) + 2) + "|"]
     for clients in (100, 1000):
-        for key, label, fmt in FANOUT_ROWS:
-            cells = [fan.get(f"{k}@{clients}", {}).get(key) for k in kinds]
-            if all(c is None for c in cells):
-                continue
+        summaries = [fan.get(f"{k}@{clients}") for k in kinds]
+        if all(s is None for s in summaries):
+            continue
+        for key, label, fmt, cpu_key in FANOUT_ROWS:
             target = ""
             if clients == 1000 and key == "p99_ms":
                 target = TARGETS["p99"]
             elif clients == 1000 and key == "deliveries_per_s":
                 target = TARGETS["saturation"]
-            values = " | ".join("" if c is None else format(c, fmt) for c in cells)
+            values = " | ".join(fanout_cell(s, key, fmt, cpu_key) for s in summaries)
             rows.append(f"| {label} @{clients} | {values} | {target} |")
     if "floor" in results:
         floor = results["floor"]
@@ -152,11 +199,24 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer events, one repeat")
     parser.add_argument("--only", help="run only benchmarks whose name contains this")
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "latest.json")
+    parser.add_argument(
+        "--loadgen",
+        choices=("c", "python"),
+        default=os.environ.get("CPSTREAM_LOADGEN", "c"),
+        help="the fan-out load generator (default: CPSTREAM_LOADGEN, else c)",
+    )
     args = parser.parse_args()
+    os.environ["CPSTREAM_LOADGEN"] = args.loadgen
     repeat = 1 if args.quick else args.repeat
     rate_events = 40 if args.quick else 100
     burst_events = {100: 500, 1000: 250} if args.quick else {100: 2000, 1000: 1000}
-    results: dict = {"machine": machine(), "fanout": {}, "memory_kib_per_conn": {}, "cpstream": {}}
+    results: dict = {
+        "machine": machine(),
+        "loadgen": args.loadgen,
+        "fanout": {},
+        "memory_kib_per_conn": {},
+        "cpstream": {},
+    }
 
     def wanted(name: str) -> bool:
         return not args.only or args.only in name
@@ -171,13 +231,14 @@ def main() -> None:
         for kind in SERVERS:
             if wanted(f"fanout {kind} {clients}"):
                 burst = burst_events[clients]
-                runs = [fanout(kind, clients, rate_events, burst) for _ in range(repeat)]
-                median = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-                results["fanout"][f"{kind}@{clients}"] = median
-                print(f"fanout {kind} @{clients}", json.dumps(median), flush=True)
+                runs = []
+                for _ in range(repeat):
+                    runs.append(fanout(kind, clients, rate_events, burst))
+                    print(f"fanout {kind} @{clients}", json.dumps(runs[-1]), flush=True)
+                results["fanout"][f"{kind}@{clients}"] = summarize(runs)
     for kind in SERVERS:
         if wanted(f"memory {kind}"):
-            per_conn = statistics.median(idle_memory(kind) for _ in range(repeat))
+            per_conn = percentile([idle_memory(kind) for _ in range(repeat)], 0.5)
             results["memory_kib_per_conn"][kind] = per_conn
             print(f"memory {kind}", per_conn, flush=True)
     for name, run in (
@@ -193,7 +254,8 @@ def main() -> None:
             results["cpstream"][name] = run()
             print(name, json.dumps(results["cpstream"][name]), flush=True)
     info = results["machine"]
-    print(f"\n{info['cpu']}, {info['cores']} cores, Python {info['python']}, {info['date']}\n")
+    print(f"\n{info['cpu']}, {info['cores']} cores, Python {info['python']}, {info['date']}")
+    print(f"load generator: bench/loadgen.{'c' if args.loadgen == 'c' else 'py'}. {LEGEND}\n")
     print(table(results))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2))

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import socket
-import statistics
 import time
 
 from bench.harness import Server
 from bench.wsraw import RawClient
+from tests.stats import percentile
 from tests.support import instance_log
 
 
@@ -49,7 +49,7 @@ def snapshot_time(instances: int = 10_000, repeat: int = 5) -> dict:
             client.close()
     finally:
         server.close()
-    return {"median_ms": statistics.median(times), "instances": size}
+    return {"median_ms": percentile(times, 0.5), "instances": size}
 
 
 def _frames_until(client: RawClient, count: int, timeout: float = 30) -> float:
@@ -86,8 +86,8 @@ def resume_time(instances: int = 10_000, missed: int = 10, repeat: int = 5) -> d
     return {
         "instances": instances,
         "missed": missed,
-        "resume_ms": statistics.median(resumed),
-        "snapshot_ms": statistics.median(fresh),
+        "resume_ms": percentile(resumed, 0.5),
+        "snapshot_ms": percentile(fresh, 0.5),
     }
 
 
@@ -114,4 +114,4 @@ def backlog_time(line_kib: int = 10, size_mib: int = 16, repeat: int = 5) -> dic
             client.close()
     finally:
         server.close()
-    return {"median_ms": statistics.median(times), "log_mib": size_mib, "line_kib": line_kib}
+    return {"median_ms": percentile(times, 0.5), "log_mib": size_mib, "line_kib": line_kib}

@@ -126,6 +126,7 @@ class Options(usage.Options):
     ]
     optFlags = [
         ["demo", None, "On an empty data dir, create and start two demo agents."],
+        ["no-access-log", None, "Do not log requests (changes and errors are logged by default)."],
         ["echo", None, "Mount /ws/echo, a conformance-test endpoint (a test aid)."],
     ]
 
@@ -221,7 +222,13 @@ def makeService(config: Options, reactor: Any = None) -> ControlPlane:  # noqa: 
         LoginCodes(),
         required=config["auth"] == "token",
     )
-    site = ControlPlaneSite(build_root(api.app.resource(), ws, auth), guard, reactor, auth)
+    site = ControlPlaneSite(
+        build_root(api.app.resource(), ws, auth),
+        guard,
+        reactor,
+        auth,
+        access_log=not config["no-access-log"],
+    )
     scheme = "https" if config["listen"].startswith("ssl:") else "http"
     web = WebService(endpoints.serverFromString(reactor, config["listen"]), site, scheme)
     on_ready: tuple[Any, ...] = (lambda: _welcome(web, auth),)

@@ -181,7 +181,9 @@ def test_wrong_method_is_405_with_allow(api):
         ("PUT", "/instances", {"GET", "HEAD", "POST"}),
         ("POST", "/instances/a", {"GET", "HEAD", "DELETE"}),
         ("DELETE", "/routing-rules", {"GET", "HEAD", "POST"}),
-        ("GET", "/messages/m/acknowledge", {"POST"}),
+        ("GET", "/messages/0193a5b2-7c1d-7000-8000-000000000000/acknowledge", {"POST"}),
+        ("GET", "/messages/batch", {"POST"}),
+        ("GET", "/messages/fail", {"POST"}),
     ]:
         response, body = api.request(method, path)
         assert (response.code, body) == (405, {"error": "method not allowed"}), (method, path)
@@ -307,3 +309,52 @@ def test_pending_leases_the_oldest_queued_message(api):
         200,
         {"id": first["id"], "status": "acknowledged"},
     )
+
+
+def test_a_batch_send_answers_each_item_on_its_own(api):
+    """Up to 100 sends in one request: good items are queued (201, or 200 for a repeated
+    key), bad ones get their own error, in order; every queued one is published once."""
+    api.pair()
+    items = [
+        SEND,
+        {**SEND, "message_type": "bad type"},
+        {**SEND, "to_instance": "ghost"},
+        {**SEND, "idempotency_key": "k"},
+        {**SEND, "idempotency_key": "k"},
+        "not an object",
+        {**SEND, "surprise": 1},
+    ]
+    code, body = api.post("/messages/batch", {"messages": items})
+    codes = [r["code"] for r in body["results"]]
+    assert code == 200 and codes == [201, 400, 404, 201, 200, 400, 400]
+    results = body["results"]
+    assert results[4]["id"] == results[3]["id"] and results[4]["deduplicated"] is True
+    queued = [f for f in api.world.message_frames.frames if f["event"] == "queued"]
+    assert [f["message_id"] for f in queued] == [results[0]["id"], results[3]["id"]]
+    assert api.post("/messages/batch", {"messages": []})[0] == 400
+    assert api.post("/messages/batch", {"messages": [SEND] * 101})[0] == 400
+
+
+def test_pending_with_max_leases_several_and_settling_takes_a_list(api):
+    """pending?max=N leases up to N at once; acknowledge and fail take a list of
+    {id, lease_id}, each answered on its own."""
+    api.pair()
+    _, body = api.post("/messages/batch", {"messages": [SEND] * 5})
+    code, leased = api.get("/instances/b/messages/pending?wait=0&max=3")
+    assert code == 200 and len(leased["messages"]) == 3
+    first, second, third = leased["messages"]
+    items = [
+        {"id": first["id"], "lease_id": first["lease_id"]},
+        {"id": second["id"], "lease_id": "stale"},
+        {"id": third["id"]},
+    ]
+    code, answer = api.post("/messages/acknowledge", {"items": items})
+    assert code == 200 and [r["code"] for r in answer["results"]] == [200, 409, 400]
+    assert answer["results"][0]["status"] == "acknowledged"
+    code, answer = api.post(
+        "/messages/fail", {"items": [{"id": third["id"], "lease_id": third["lease_id"]}]}
+    )
+    assert answer["results"] == [{"code": 200, "id": third["id"], "status": "retry_scheduled"}]
+    remaining = api.get("/instances/b/messages/pending?wait=0&max=10")[1]["messages"]
+    assert [m["id"] for m in remaining] == [body["results"][3]["id"], body["results"][4]["id"]]
+    assert api.get("/instances/b/messages/pending?max=0")[0] == 400

@@ -224,3 +224,19 @@ def test_a_lagged_subscriber_is_handed_no_frame_before_its_resync():
         publish(hub, {"type": "x", "n": n})
     reader.subscription.resume()
     assert reader.frames == ["RESYNC"]
+
+
+def test_isotime_is_datetimes_format_to_the_microsecond():
+    """The fast timestamp gives exactly what datetime gives, rounding included."""
+    import random
+    from datetime import UTC, datetime
+
+    from cpstream.domain.frames import isotime
+
+    rng = random.Random(14)
+    for _ in range(20_000):
+        seconds = rng.uniform(1.7e9, 1.9e9)
+        if rng.random() < 0.2:
+            seconds = round(seconds, rng.randint(0, 6)) + rng.choice((0, 4.9999995e-7))
+        expected = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        assert isotime(seconds) == expected, seconds

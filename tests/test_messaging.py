@@ -391,3 +391,31 @@ def test_only_the_recipient_may_settle_a_message(world):
 def test_message_types_are_matched_in_full(world, bad):
     """A trailing newline, CR, NUL or a Unicode look-alike is not a message type (400)."""
     assert refused(world.send, message_type=bad)[0] == 400
+
+
+def test_what_a_change_publishes_waits_for_its_commit(world):
+    """Inside a transaction that rolls back, nothing that was changed is published."""
+    before = len(world.frames)
+    with pytest.raises(RuntimeError):
+        with world.store.transaction():
+            world.send()
+            world.send()
+            assert len(world.frames) == before
+            raise RuntimeError("roll back")
+    assert len(world.frames) == before and world.store.messages.search() == []
+    with world.store.transaction():
+        world.send()
+    assert len(world.frames) == before + 1
+
+
+def test_a_batch_publishes_every_event_before_it_wakes_a_receiver(world):
+    """Two messages sent in one transaction to a waiting receiver: both queued events are
+    published, then the receiver's lease (whose events come after) — seq never goes back."""
+    results = world.receive(wait=30)
+    with world.store.transaction():
+        world.send()
+        world.send()
+    assert results and results[0] is not None
+    events = [(f["event"], f["seq"]) for f in world.frames[-3:]]
+    assert [e for e, _ in events] == ["queued", "queued", "delivered"]
+    assert [s for _, s in events] == sorted(s for _, s in events)

@@ -119,3 +119,14 @@ def test_a_transaction_inside_another_joins_it(tmp_path):
             store.instances.insert(record("c", 18803))
     assert [r["name"] for r in store.instances.load()] == ["c"]
     store.close()
+
+
+def test_ids_are_time_ordered_uuids():
+    """New ids are valid version-7 UUIDs that sort by creation time (index-friendly)."""
+    import uuid
+
+    from cpstream.domain.ids import new_id
+
+    ids = [new_id() for _ in range(2000)]
+    assert all(uuid.UUID(i).version == 7 for i in ids) and len(set(ids)) == 2000
+    assert [i[:13] for i in ids] == sorted(i[:13] for i in ids)

@@ -23,15 +23,18 @@ class Inbox(Service):
         self._messaging = messaging
         self._clock = clock
         self._waiters: dict[str, list[defer.Deferred]] = {}
+        self._counts: dict[defer.Deferred, int | None] = {}
         messaging.when_available(self.wake)
 
-    def receive(self, name: str, wait: float) -> defer.Deferred:
-        """Lease the oldest queued message for ``name``, waiting up to ``wait`` seconds."""
-        message = self._messaging.lease(name)
-        if message is not None or wait <= 0:
-            return defer.succeed(message)
+    def receive(self, name: str, wait: float, count: int | None = None) -> defer.Deferred:
+        """Lease the oldest queued message for ``name`` (or, with ``count``, a list of up to
+        that many), waiting up to ``wait`` seconds for the first."""
+        leased = self._lease(name, count)
+        if leased or wait <= 0:
+            return defer.succeed(leased)
         waiter: defer.Deferred = defer.Deferred(lambda d: self._forget(name, d))
         self._waiters.setdefault(name, []).append(waiter)
+        self._counts[waiter] = count
         timer = self._clock.callLater(wait, self._expire, name, waiter)
 
         def done(result: Any) -> Any:
@@ -41,23 +44,31 @@ class Inbox(Service):
 
         return waiter.addBoth(done)
 
+    def _lease(self, name: str, count: int | None) -> Any:
+        if count is None:
+            return self._messaging.lease(name)
+        return self._messaging.lease_many(name, count)
+
     def wake(self, name: str) -> None:
         """Hand available messages to waiting receivers, oldest waiter first."""
         queue = self._waiters.get(name)
         while queue:
-            message = self._messaging.lease(name)
-            if message is None:
+            leased = self._lease(name, self._counts.get(queue[0]))
+            if not leased:
                 return
             waiter = queue.pop(0)
+            self._counts.pop(waiter, None)
             if not queue:
                 self._waiters.pop(name, None)
-            waiter.callback(message)
+            waiter.callback(leased)
 
     def _expire(self, name: str, waiter: defer.Deferred) -> None:
+        count = self._counts.get(waiter)
         self._forget(name, waiter)
-        waiter.callback(None)
+        waiter.callback(None if count is None else [])
 
     def _forget(self, name: str, waiter: defer.Deferred) -> None:
+        self._counts.pop(waiter, None)
         queue = self._waiters.get(name, [])
         if waiter in queue:
             queue.remove(waiter)
@@ -68,9 +79,10 @@ class Inbox(Service):
         """Answer every waiting receiver with no message."""
         super().stopService()
         waiters = [w for queue in self._waiters.values() for w in queue]
+        counts, self._counts = self._counts, {}
         self._waiters.clear()
         for waiter in waiters:
-            waiter.callback(None)
+            waiter.callback(None if counts.get(waiter) is None else [])
         return defer.succeed(None)
 
     @property

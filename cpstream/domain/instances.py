@@ -70,10 +70,16 @@ def check_spec(port: Any, command: Any, env: Any, health: Any, restart: Any) -> 
         or not all(isinstance(a, str) and a for a in command)
     ):
         raise InvalidInstance("command must be a non-empty list of non-empty strings")
+    if any("\0" in a for a in command):
+        raise InvalidInstance("command must not contain NUL characters")
     if not isinstance(env, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in env.items()
     ):
         raise InvalidInstance("env must map strings to strings")
+    if any(not k or "=" in k or "\0" in k or "\0" in v for k, v in env.items()):
+        raise InvalidInstance(
+            "env names must be non-empty, without '=' or NUL, and values without NUL"
+        )
     if health not in HEALTH_CHECKS:
         raise InvalidInstance("health must be 'http' or 'process'")
     if restart not in RESTART_POLICIES:

@@ -17,10 +17,18 @@ from collections.abc import Callable
 from typing import Any
 
 from cpstream.domain import frames
-from cpstream.domain.errors import Conflict, Forbidden, Invalid, NotFound, TooLarge
+from cpstream.domain.errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    Invalid,
+    NotFound,
+    TooLarge,
+)
 from cpstream.domain.frames import Frame, isotime
 from cpstream.domain.history import History
 from cpstream.domain.hub import Hub
+from cpstream.domain.ids import new_id
 from cpstream.domain.redact import redact, redact_text
 from cpstream.domain.routing import TYPE_RE, RoutingRules
 from cpstream.domain.store import Store
@@ -106,7 +114,7 @@ class Messaging:
                 return {"id": existing, "deduplicated": True}
 
         message = {
-            "id": str(uuid.uuid4()),
+            "id": new_id(),
             "from_instance": sender,
             "to_instance": recipient,
             "message_type": message_type,
@@ -130,17 +138,41 @@ class Messaging:
             if key is not None:
                 self._rows.remember_key(sender, key, message["id"], now)
             seq = self._rows.append_event(message, "queued", None, now)
-        self._hub.publish(frames.message_event(message, "queued", None, seq, now))
-        self._available(recipient)
+            frame = frames.message_event(message, "queued", None, seq, now)
+            self._store.on_commit(lambda: self._hub.publish(frame))
+            self._store.on_commit(lambda: self._available(recipient), last=True)
         return {"id": message["id"], "status": "queued", "expires_at": message["expires_at"]}
+
+    def send_many(self, items: list[dict[str, Any]]) -> list[dict[str, Any] | DomainError]:
+        """Queue several messages in one transaction; each item (``send``'s arguments) is
+        answered on its own: its answer, or the :class:`DomainError` that refused it."""
+        results: list[dict[str, Any] | DomainError] = []
+        with self._store.transaction():
+            for item in items:
+                try:
+                    results.append(self.send(**item))
+                except DomainError as e:
+                    results.append(e)
+        return results
 
     # -- lease, acknowledge, fail, replay --------------------------------------------
 
     def lease(self, name: str) -> dict[str, Any] | None:
         """Deliver the oldest queued message for ``name`` (now ``delivered``), if any."""
-        message = self._rows.oldest_queued(name)
-        if message is None:
-            return None
+        leased = self.lease_many(name, 1)
+        return leased[0] if leased else None
+
+    def lease_many(self, name: str, count: int) -> list[dict[str, Any]]:
+        """Deliver up to ``count`` of the oldest queued messages for ``name``, in one
+        transaction."""
+        messages = self._rows.oldest_queued(name, count)
+        if messages:  # no transaction at all for an empty inbox (most polls)
+            with self._store.transaction():
+                for message in messages:
+                    self._deliver(message)
+        return messages
+
+    def _deliver(self, message: dict[str, Any]) -> None:
         self._change(
             message,
             [("delivered", None)],
@@ -149,7 +181,21 @@ class Messaging:
             lease_expires_at=self._now(self.lease_secs),
             lease_id=str(uuid.uuid4()),
         )
-        return message
+
+    def settle_many(
+        self, verb: str, items: list[dict[str, Any]], recipient: str | None = None
+    ) -> list[dict[str, Any] | DomainError]:
+        """``acknowledge`` or ``fail`` several messages in one transaction; each item
+        (``{id, lease_id[, detail]}``) is answered on its own."""
+        settle = self.acknowledge if verb == "acknowledge" else self.fail
+        results: list[dict[str, Any] | DomainError] = []
+        with self._store.transaction():
+            for item in items:
+                try:
+                    results.append(settle(recipient=recipient, **item))
+                except DomainError as e:
+                    results.append(e)
+        return results
 
     def acknowledge(
         self, message_id: str, lease_id: str, recipient: str | None = None
@@ -166,7 +212,11 @@ class Messaging:
         return {"id": message_id, "status": "acknowledged"}
 
     def fail(
-        self, message_id: str, lease_id: str, detail: str | None, recipient: str | None = None
+        self,
+        message_id: str,
+        lease_id: str,
+        detail: str | None = None,
+        recipient: str | None = None,
     ) -> dict[str, Any]:
         """The leaseholder could not handle the message: retry it later, or bury it."""
         message = self._leased(message_id, lease_id, recipient)
@@ -279,9 +329,15 @@ class Messaging:
         fields["updated_at"] = now
         with self._store.transaction():
             self._rows.update(message["id"], **fields)
-            seqs = [
-                self._rows.append_event(message, event, detail, now) for event, detail in events
+            message.update(fields)
+            published = [
+                frames.message_event(
+                    message,
+                    event,
+                    detail,
+                    self._rows.append_event(message, event, detail, now),
+                    now,
+                )
+                for event, detail in events
             ]
-        message.update(fields)
-        for (event, detail), seq in zip(events, seqs, strict=True):
-            self._hub.publish(frames.message_event(message, event, detail, seq, now))
+            self._store.on_commit(lambda: [self._hub.publish(frame) for frame in published])

@@ -10,7 +10,6 @@ are served from memory.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -22,6 +21,7 @@ from cpstream.domain.errors import Conflict
 from cpstream.domain.frames import Frame, isotime
 from cpstream.domain.history import History
 from cpstream.domain.hub import Hub
+from cpstream.domain.ids import new_id
 from cpstream.domain.instances import (
     AUTO_PORTS,
     LIVE,
@@ -51,6 +51,7 @@ class Registry:
         self._default_command = default_command
         self._by_id: dict[str, Instance] = {row["id"]: Instance(**row) for row in self._rows.load()}
         self._by_token = {i.token_hash: i for i in self._by_id.values() if i.token_hash}
+        self._active = {i.name: i for i in self._by_id.values() if not i.archived}
         self.history = History(
             store.meta.get("epoch"),
             hub,
@@ -78,8 +79,7 @@ class Registry:
 
         with self._store.transaction():
             yield record
-        for event in recorded:
-            self._hub.publish(event)
+            self._store.on_commit(lambda: [self._hub.publish(event) for event in recorded])
 
     def events(self, instance: Instance, limit: int, before: int | None = None) -> list[Frame]:
         """The instance's lifecycle history, newest first, as its stream frames."""
@@ -97,11 +97,9 @@ class Registry:
         return [i for i in self._by_id.values() if include_archived or not i.archived]
 
     def find(self, name: str) -> Instance | None:
-        """The active instance of that name, or ``None``."""
-        for instance in self._by_id.values():
-            if instance.name == name and not instance.archived:
-                return instance
-        return None
+        """The active instance of that name, or ``None`` (a dict lookup: every request asks)."""
+        instance = self._active.get(name)
+        return instance if instance is not None and not instance.archived else None
 
     def get(self, name: str, archived_fallback: bool = True) -> Instance:
         """The active instance of that name, else its most recently archived one."""
@@ -160,7 +158,7 @@ class Registry:
         env = {} if env is None else env
         check_spec(port, command, env, health, restart)
         instance = Instance(
-            id=str(uuid.uuid4()),
+            id=new_id(),
             name=name,
             port=port,
             command=list(command),
@@ -178,6 +176,7 @@ class Registry:
         except DuplicateKey as e:
             raise _taken(e.field, getattr(instance, e.field)) from None
         self._by_id[instance.id] = instance
+        self._active[instance.name] = instance
         return instance
 
     def clone(self, source: Instance, name: str, port: int | None = None) -> Instance:
@@ -245,6 +244,7 @@ class Registry:
             self._rows.update(instance.id, archived_at=now, token_hash=None)
             record(frames.instance_archived(instance))
         instance.archived_at = now
+        self._active.pop(instance.name, None)
         self._forget_token(instance)
 
     def unarchive(self, instance: Instance) -> None:
@@ -258,6 +258,7 @@ class Registry:
         except DuplicateKey as e:
             raise _taken(e.field, getattr(instance, e.field)) from None
         instance.archived_at, instance.status, instance.pid = None, "stopped", None
+        self._active[instance.name] = instance
 
     def delete(self, instance: Instance) -> None:
         """Remove an archived instance for good and publish ``instance_deleted``."""

@@ -8,11 +8,11 @@ the most specific matching rule wins.
 from __future__ import annotations
 
 import re
-import uuid
 from typing import Any
 
 from cpstream.domain.errors import Conflict, Forbidden, Invalid, NotFound
 from cpstream.domain.frames import isotime
+from cpstream.domain.ids import new_id
 from cpstream.domain.instances import NAME_RE
 from cpstream.domain.registry import Registry
 from cpstream.domain.tables import DuplicateKey, RuleRows
@@ -51,6 +51,7 @@ class RoutingRules:
         self._rows = rows
         self._registry = registry
         self._clock = clock
+        self._routes: dict[tuple[str, str], list[dict[str, Any]]] | None = None
 
     def add(
         self,
@@ -70,7 +71,7 @@ class RoutingRules:
         for value in ends.values():
             self.check_instance(value)
         rule = {
-            "id": str(uuid.uuid4()),
+            "id": new_id(),
             **ends,
             "type_pattern": type_pattern,
             "max_retries": _bounded("max_retries", max_retries, 0, MAX_RETRIES),
@@ -81,6 +82,7 @@ class RoutingRules:
             self._rows.insert(rule)
         except DuplicateKey:
             raise Conflict("that routing rule already exists") from None
+        self._routes = None
         return rule
 
     def all(self) -> list[dict[str, Any]]:
@@ -89,6 +91,7 @@ class RoutingRules:
     def delete(self, rule_id: str) -> None:
         if not self._rows.delete(rule_id):
             raise NotFound(f"no routing rule {rule_id}")
+        self._routes = None
 
     def check_instance(self, name: str) -> None:
         """:class:`NotFound` unless ``name`` is an active instance."""
@@ -97,9 +100,14 @@ class RoutingRules:
 
     def route(self, sender: str, recipient: str, message_type: str) -> dict[str, Any]:
         """The most specific rule allowing this message; :class:`Forbidden` if none does."""
+        if self._routes is None:  # kept in memory: every send asks
+            self._routes = {}
+            for rule in self._rows.all():
+                key = (rule["from_instance"], rule["to_instance"])
+                self._routes.setdefault(key, []).append(rule)
         matching = [
             rule
-            for rule in self._rows.between(sender, recipient)
+            for rule in self._routes.get((sender, recipient), ())
             if pattern_matches(rule["type_pattern"], message_type)
         ]
         if not matching:

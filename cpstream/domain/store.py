@@ -12,7 +12,7 @@ events) are enforced by the database itself, not only by Python checks.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -34,6 +34,8 @@ class Store:
         self._db = db
         self.path = path
         self.closed = False
+        self._committed: list[Callable[[], None]] = []
+        self._later: list[Callable[[], None]] = []
         self.meta = MetaRows(db)
         self.instances = InstanceRows(db)
         self.instance_events = InstanceEventRows(db)
@@ -51,6 +53,9 @@ class Store:
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA foreign_keys=ON")
         db.execute("PRAGMA busy_timeout=2000")
+        # Reads through a memory map and a larger page cache: fewer system calls per query.
+        db.execute("PRAGMA mmap_size=268435456")
+        db.execute("PRAGMA cache_size=-65536")
         store = cls(db, path)
         store.migrate()
         return store
@@ -90,6 +95,21 @@ class Store:
             yield self._db
         except BaseException:
             self._db.execute("ROLLBACK")
+            self._committed.clear()
+            self._later.clear()
             raise
+        self._db.execute("COMMIT")
+        done, self._committed = self._committed, []
+        later, self._later = self._later, []
+        for callback in done + later:
+            callback()
+
+    def on_commit(self, callback: Callable[[], None], last: bool = False) -> None:
+        """Run ``callback`` once the transaction under way commits (never if it rolls
+        back), or now outside one: what a change publishes follows what it stored.
+        ``last`` callbacks run after all the others (wake receivers only once every
+        event of the transaction is published: a woken receiver's lease publishes more)."""
+        if self._db.in_transaction:
+            (self._later if last else self._committed).append(callback)
         else:
-            self._db.execute("COMMIT")
+            callback()

@@ -193,14 +193,6 @@ class RuleRows:
         rows = self._db.execute("SELECT * FROM routing_rules ORDER BY created_at, rowid")
         return [dict(row) for row in rows]
 
-    def between(self, from_instance: str, to_instance: str) -> list[dict[str, Any]]:
-        """Rules from one instance to another."""
-        rows = self._db.execute(
-            "SELECT * FROM routing_rules WHERE from_instance = ? AND to_instance = ?",
-            (from_instance, to_instance),
-        )
-        return [dict(row) for row in rows]
-
     def delete(self, rule_id: str) -> bool:
         cursor = self._db.execute("DELETE FROM routing_rules WHERE id = ?", (rule_id,))
         return cursor.rowcount > 0
@@ -228,14 +220,14 @@ class MessageRows:
         row = self._db.execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone()
         return _message_row(row) if row else None
 
-    def oldest_queued(self, to_instance: str) -> dict[str, Any] | None:
-        """The next message for an inbox, oldest first."""
-        row = self._db.execute(
+    def oldest_queued(self, to_instance: str, count: int = 1) -> list[dict[str, Any]]:
+        """The next ``count`` messages of an inbox, oldest first."""
+        rows = self._db.execute(
             "SELECT * FROM messages WHERE to_instance = ? AND status = 'queued'"
-            " ORDER BY created_at, rowid LIMIT 1",
-            (to_instance,),
-        ).fetchone()
-        return _message_row(row) if row else None
+            " ORDER BY created_at, rowid LIMIT ?",
+            (to_instance, count),
+        )
+        return [_message_row(row) for row in rows]
 
     def due(self, status: str, column: str, now: str, limit: int) -> list[dict[str, Any]]:
         """Messages in ``status`` whose ``column`` time has passed, oldest first."""

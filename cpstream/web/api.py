@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from typing import Any
+from uuid import UUID
 
 from klein import Klein
 from twisted.logger import Logger
@@ -31,11 +32,19 @@ from cpstream.domain.routing import RoutingRules
 from cpstream.domain.supervisor import Supervisor
 from cpstream.web import bodies
 from cpstream.web.auth import ANONYMOUS, OPERATOR, Principal
-from cpstream.web.bodies import int_arg, str_arg
+from cpstream.web.bodies import MAX_BATCH, int_arg, str_arg
 from cpstream.web.errors import HTTPError, error_response, json_response, status_of
+from cpstream.web.openapi import document
 from cpstream.web.representations import instance_json, message_json
 
 MAX_LOG_LINES = 10_000
+
+
+def item_answer(result: Any, code: int) -> dict[str, Any]:
+    """One item of a batch: its HTTP ``code`` and answer, or its code and error."""
+    if isinstance(result, DomainError):
+        return {"code": status_of(result), "error": result.message}
+    return {"code": 200 if result.get("deduplicated") else code, **result}
 
 
 def principal_of(request: IRequest) -> Principal:
@@ -136,6 +145,11 @@ class ControlAPI:
         principal = principal_of(request)
         return json_response(request, {"principal": principal.kind, "name": principal.name})
 
+    @app.route("/openapi.json", methods=["GET"])
+    def openapi_document(self, request: IRequest) -> bytes:
+        """The OpenAPI 3.1 document of these routes (:mod:`cpstream.web.openapi`)."""
+        return json_response(request, document())
+
     @app.route("/instances", methods=["GET"])
     def list_instances(self, request: IRequest) -> bytes:
         include = str_arg(request, "include_archived", "false") in ("true", "1", "yes")
@@ -200,12 +214,12 @@ class ControlAPI:
         instance = self._registry.get(name)
         count = int_arg(request, "lines", 100, 1, MAX_LOG_LINES)
         mode = str_arg(request, "mode", "tail")
+        offset = int_arg(request, "offset", 0, 0, 2**62)  # checked in either mode
         path = self._logs.path(instance)
         if mode == "tail":
             lines, _ = read_tail(path, count)
             body: dict[str, Any] = {"name": instance.name, "mode": mode, "lines": lines}
         elif mode == "page":
-            offset = int_arg(request, "offset", 0, 0, 2**62)
             lines = read_page(path, offset, count)
             body = {
                 "name": instance.name,
@@ -270,6 +284,38 @@ class ControlAPI:
         answer = self._messaging.send(**fields)
         return json_response(request, answer, 200 if answer.get("deduplicated") else 201)
 
+    @app.route("/messages/batch", methods=["POST"])
+    def send_batch(self, request: IRequest) -> bytes:
+        """Up to 100 sends in one request (and one transaction); each answered on its own."""
+        principal = principal_of(request)
+        results: list[Any] = []
+        valid: list[int] = []
+        for item in bodies.batch_send_request(request):
+            if isinstance(item, DomainError):
+                results.append(item)
+                continue
+            if not principal.operator and item["sender"] != principal.name:
+                results.append(Forbidden(f"an agent sends as itself ({principal.name})"))
+                continue
+            valid.append(len(results))
+            results.append(item)
+        sent = self._messaging.send_many([results[i] for i in valid])
+        for position, answer in zip(valid, sent, strict=True):
+            results[position] = answer
+        return json_response(request, {"results": [item_answer(r, 201) for r in results]})
+
+    @app.route("/messages/<any(acknowledge, fail):verb>", methods=["POST"])
+    def settle_batch(self, request: IRequest, verb: str) -> bytes:
+        """Acknowledge or fail up to 100 leased messages; each answered on its own."""
+        parsed = bodies.batch_settle_request(request, verb)
+        results: list[Any] = list(parsed)
+        valid = [i for i, item in enumerate(parsed) if not isinstance(item, DomainError)]
+        recipient = principal_of(request).name
+        settled = self._messaging.settle_many(verb, [parsed[i] for i in valid], recipient)
+        for position, answer in zip(valid, settled, strict=True):
+            results[position] = answer
+        return json_response(request, {"results": [item_answer(r, 200) for r in results]})
+
     @app.route("/messages", methods=["GET"])
     def search(self, request: IRequest) -> bytes:
         found = self._messaging.search(
@@ -287,33 +333,47 @@ class ControlAPI:
         found = self._messaging.search(status="dead_letter", limit=limit)
         return json_response(request, [message_json(m) for m in found])
 
-    @app.route("/messages/<string:message_id>", methods=["GET"])
-    def message(self, request: IRequest, message_id: str) -> bytes:
-        return json_response(request, message_json(self._messaging.get(message_id)))
+    # A message id is a UUID: ``/messages/batch`` and the like are never mistaken for one.
+    @app.route("/messages/<uuid:message_id>", methods=["GET"])
+    def message(self, request: IRequest, message_id: UUID) -> bytes:
+        return json_response(request, message_json(self._messaging.get(str(message_id))))
 
-    @app.route("/messages/<string:message_id>/acknowledge", methods=["POST"])
-    def acknowledge(self, request: IRequest, message_id: str) -> bytes:
+    @app.route("/messages/<uuid:message_id>/acknowledge", methods=["POST"])
+    def acknowledge(self, request: IRequest, message_id: UUID) -> bytes:
         lease_id = bodies.ack_request(request)
         recipient = principal_of(request).name
-        return json_response(request, self._messaging.acknowledge(message_id, lease_id, recipient))
-
-    @app.route("/messages/<string:message_id>/fail", methods=["POST"])
-    def fail(self, request: IRequest, message_id: str) -> bytes:
-        lease_id, detail = bodies.fail_request(request)
-        recipient = principal_of(request).name
-        answer = self._messaging.fail(message_id, lease_id, detail, recipient)
+        answer = self._messaging.acknowledge(str(message_id), lease_id, recipient)
         return json_response(request, answer)
 
-    @app.route("/messages/<string:message_id>/replay", methods=["POST"])
-    def replay(self, request: IRequest, message_id: str) -> bytes:
-        return json_response(request, self._messaging.replay(message_id))
+    @app.route("/messages/<uuid:message_id>/fail", methods=["POST"])
+    def fail(self, request: IRequest, message_id: UUID) -> bytes:
+        lease_id, detail = bodies.fail_request(request)
+        recipient = principal_of(request).name
+        answer = self._messaging.fail(str(message_id), lease_id, detail, recipient)
+        return json_response(request, answer)
+
+    @app.route("/messages/<uuid:message_id>/replay", methods=["POST"])
+    def replay(self, request: IRequest, message_id: UUID) -> bytes:
+        return json_response(request, self._messaging.replay(str(message_id)))
 
     @app.route("/instances/<string:name>/messages/pending", methods=["GET"])
     def pending(self, request: IRequest, name: str) -> Any:
-        """Long-poll: the next message for ``name``, or ``{"message": null}`` after ``wait`` s."""
+        """Long-poll: the next message for ``name``, or ``{"message": null}`` after ``wait`` s;
+        with ``max=N``, ``{"messages": [...]}``: up to N leased at once. Not HEAD, which
+        would lease what no one reads."""
+        if request.method == b"HEAD":
+            request.setHeader(b"allow", b"GET")
+            return json_response(request, {"error": "HEAD would lease a message: use GET"}, 405)
         wait = int_arg(request, "wait", 0, 0, MAX_WAIT)
+        count = int_arg(request, "max", 0, 1, MAX_BATCH) if b"max" in request.args else None
         self._registry.get(name, archived_fallback=False)
-        waiting = self._inbox.receive(name, wait)
+        waiting = self._inbox.receive(name, wait, count)
+        if count is not None:
+            return waiting.addCallback(
+                lambda leased: json_response(
+                    request, {"messages": [message_json(m) for m in leased]}
+                )
+            )
         return waiting.addCallback(
             lambda message: json_response(
                 request, {"message": None if message is None else message_json(message)}

@@ -34,6 +34,8 @@ AGENT_ROUTES = (
     (b"GET", re.compile(rb"/api/instances/(?P<name>[^/]+)")),
     (b"GET", re.compile(rb"/api/instances/(?P<name>[^/]+)/messages/pending")),
     (b"POST", re.compile(rb"/api/messages")),
+    (b"POST", re.compile(rb"/api/messages/batch")),
+    (b"POST", re.compile(rb"/api/messages/(acknowledge|fail)")),
     (b"POST", re.compile(rb"/api/messages/[^/]+/(acknowledge|fail)")),
 )
 

@@ -30,6 +30,7 @@ SENT = (
 SEND_FIELDS = frozenset(SENT)
 ACK_FIELDS = frozenset({"lease_id"})
 FAIL_FIELDS = frozenset({"lease_id", "detail"})
+MAX_BATCH = 100
 MAX_TEXT = 200
 
 
@@ -190,3 +191,44 @@ def _lease(body: dict[str, Any]) -> str:
     if not isinstance(lease_id, str) or not lease_id:
         raise Invalid("lease_id is required: the lease_id of the delivery")
     return lease_id
+
+
+def _items(request: IRequest, key: str) -> list[Any]:
+    body = json_body(request, frozenset({key}))
+    items = body.get(key)
+    if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH:
+        raise Invalid(f"{key} must be a list of 1 to {MAX_BATCH} items")
+    return items
+
+
+def _each(item: Any, parse: Any) -> dict[str, Any] | Invalid:
+    if not isinstance(item, dict):
+        return Invalid("each item must be a JSON object")
+    try:
+        return parse(item)
+    except Invalid as e:
+        return e
+
+
+def batch_send_request(request: IRequest) -> list[dict[str, Any] | Invalid]:
+    """``POST /api/messages/batch {"messages": [...]}``: each send body parsed on its own
+    (a bad one is its own 400, the others go on)."""
+    return [_each(item, send_fields) for item in _items(request, "messages")]
+
+
+def batch_settle_request(request: IRequest, verb: str) -> list[dict[str, Any] | Invalid]:
+    """``POST /api/messages/acknowledge|fail {"items": [{id, lease_id[, detail]}]}``."""
+    allowed = frozenset({"id"}) | (ACK_FIELDS if verb == "acknowledge" else FAIL_FIELDS)
+
+    def parse(item: dict[str, Any]) -> dict[str, Any]:
+        _known(item, allowed)
+        message_id = _required_text(item, "id")
+        fields = {"message_id": message_id, "lease_id": _lease(item)}
+        if verb == "fail":
+            detail = item.get("detail")
+            if detail is not None and not isinstance(detail, str):
+                raise Invalid("detail must be a string")
+            fields["detail"] = detail
+        return fields
+
+    return [_each(item, parse) for item in _items(request, "items")]

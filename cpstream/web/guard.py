@@ -6,7 +6,8 @@ request reaches data (``/api/``, ``/ws/``, GET included) or changes anything
 (login and logout included), bodies must be JSON and small. The policy is
 checked before any routing, for REST, static files and WebSocket upgrades
 alike, and an oversized body is refused from its declared length before it is
-read.
+read. OPTIONS is never supported (no CORS): under ``/api/`` the router answers it
+405 with the path's own ``Allow``, elsewhere this policy does.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ class Guard:
         host = self._host(request)
         if not all(_is_utf8(segment) for segment in request.postpath):
             raise HTTPError(400, "the URL path must be UTF-8")
-        if request.method == b"OPTIONS":
+        if request.method == b"OPTIONS" and not request.path.startswith(b"/api/"):
             raise HTTPError(405, "OPTIONS is not supported (no cross-origin access)")
         upgrade = (request.getHeader(b"upgrade") or b"").lower() == b"websocket"
         data = request.path.startswith(DATA_PATHS)

@@ -217,7 +217,7 @@ async def test_csrf_forms_foreign_origins_and_preflights_change_nothing(daemons)
                                          host=host), 403),
         ("OPTIONS preflight", wsraw.request("OPTIONS", "/api/instances", [evil,
          ("Access-Control-Request-Method", "POST"),
-         ("Access-Control-Request-Headers", "content-type")], host=host), 405),
+         ("Access-Control-Request-Headers", "content-type")], host=host), 403),
         ("OPTIONS, no Origin", wsraw.request("OPTIONS", "/api/messages", [], host=host), 405),
     ]  # fmt: skip
     before = await state(url)
