@@ -31,6 +31,7 @@ lint: $(VENV)/.test-deps
 	$(BIN)/ruff format --check $(LINTED)
 
 test: $(VENV)/.test-deps lint
+	@$(BIN)/python -m tests.browser
 	mkdir -p $(ARTIFACTS)
 	$(NODE) --test tests/js/
 	$(BIN)/pytest -q -p no:randomly --junitxml=$(ARTIFACTS)/junit.xml

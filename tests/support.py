@@ -338,10 +338,15 @@ class _Collect(ProcessProtocol):
         self.ended.callback(reason.value.exitCode)
 
 
-async def run_process(argv: list[str], timeout: float) -> tuple[int | None, str]:
-    """Run ``argv`` to its end without blocking the reactor; SIGKILL it after ``timeout``."""
+async def run_process(
+    argv: list[str], timeout: float, cwd: Path | None = None
+) -> tuple[int | None, str]:
+    """Run ``argv`` (in ``cwd``) to its end without blocking the reactor; SIGKILL it after
+    ``timeout``."""
     collect = _Collect()
-    process = global_reactor.spawnProcess(collect, argv[0], argv, env=dict(os.environ))
+    process = global_reactor.spawnProcess(
+        collect, argv[0], argv, env=dict(os.environ), path=None if cwd is None else str(cwd)
+    )
     killer = global_reactor.callLater(timeout, process.signalProcess, "KILL")
     try:
         code = await collect.ended

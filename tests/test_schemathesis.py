@@ -32,7 +32,6 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import reactor
 
 from cpstream.web.openapi import document
 from tests.support import (
@@ -40,12 +39,12 @@ from tests.support import (
     ROOT,
     SLEEPER,
     Daemon,
-    _Collect,
     create,
     get_json,
     kill_processes_with,
     post_json,
     read_token,
+    run_process,
 )
 
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
@@ -56,19 +55,6 @@ BUDGET = 100.0  # seconds for the whole schemathesis run
 # What the daemon's log shows of an unhandled error, and an access-log line of a 5xx answer.
 UNHANDLED = re.compile(r"Traceback \(most recent call last\)|Unhandled error|#critical\]|#error\]")
 SERVER_ERROR = re.compile(r'HTTP/1\.[01]" 5\d\d ')
-
-
-async def run_in(argv: list[str], cwd: Path, timeout: float) -> tuple[int | None, str]:
-    """Run ``argv`` in ``cwd`` without blocking the reactor; SIGKILL it after ``timeout``."""
-    collect = _Collect()
-    process = reactor.spawnProcess(collect, argv[0], argv, env=dict(os.environ), path=str(cwd))
-    killer = reactor.callLater(timeout, process.signalProcess, "KILL")
-    try:
-        code = await collect.ended
-    finally:
-        if killer.active():
-            killer.cancel()
-    return code, collect.output.decode("utf-8", "replace")
 
 
 async def seed(url: str) -> None:
@@ -122,7 +108,7 @@ async def test_the_daemon_keeps_its_documented_contract(tmp_path):
             "--report-json-path", str(reports / "run.json"),
         ]  # fmt: skip
         started = time.monotonic()
-        code, output = await run_in(argv, ROOT, BUDGET)
+        code, output = await run_process(argv, BUDGET, cwd=ROOT)
         wall = time.monotonic() - started
     finally:
         await daemon.stop()
