@@ -8,6 +8,9 @@ for figures the load generator measured, its own CPU during that measurement (th
 highest of the runs): under 50 % it is not the bottleneck. Memory figures are medians.
 Percentiles and medians are nearest-rank (:func:`tests.stats.percentile`).
 
+The message path (cpstream's REST messaging against Redis's reliable queue,
+:mod:`bench.messages`) prints its own table after the fan-out one.
+
     python -m bench.run [--quick] [--repeat 3] [--only NAME] [--json PATH] [--loadgen c]
 """
 
@@ -26,6 +29,8 @@ from pathlib import Path
 from bench.fanout import fanout, idle_memory
 from bench.harness import ROOT, SERVERS
 from bench.logs import log_flood, log_latency
+from bench.messages import run_messages
+from bench.messages import table as messages_table
 from bench.state import backlog_time, resume_time, snapshot_time, stuck_client
 from tests.stats import percentile
 
@@ -253,10 +258,15 @@ def main() -> None:
         if wanted(name):
             results["cpstream"][name] = run()
             print(name, json.dumps(results["cpstream"][name]), flush=True)
+    if wanted("messages"):
+        results["messages"] = run_messages(repeat, 2.0 if args.quick else 5.0)
     info = results["machine"]
     print(f"\n{info['cpu']}, {info['cores']} cores, Python {info['python']}, {info['date']}")
     print(f"load generator: bench/loadgen.{'c' if args.loadgen == 'c' else 'py'}. {LEGEND}\n")
     print(table(results))
+    if "messages" in results:
+        print("\nMessages, 4 senders and 4 receivers (bench/messages.py):\n")
+        print(messages_table(results["messages"]))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2))
 
