@@ -123,7 +123,7 @@ def table(results: dict) -> str:
         rows.append(
             f"| server RSS per idle connection @1000 (KiB) | {values} | {TARGETS['memory']} |"
         )
-    rest = " |" * (len(kinds) - 1)
+    rest = " |" * len(kinds)
 
     def own_row(label: str, value: str, target: str) -> None:
         rows.append(f"| {label} | {value}{rest} {target} |")
