@@ -108,9 +108,9 @@ class Browser:
         return await self.run(self._open, url, log_in)
 
     def _open(self, url: str, log_in: bool = True) -> Tab:
-        tab = Tab(self._chromium.new_page())
         if log_in:
-            self._log_in(tab, url)
+            self._log_in(url)
+        tab = Tab(self._chromium.new_page())
         tab.page.goto(url)
         return tab
 
@@ -119,13 +119,18 @@ class Browser:
         self._chromium.clear_cookies()
         self._sessions.clear()
 
-    def _log_in(self, tab: Tab, url: str) -> None:
+    def _log_in(self, url: str) -> None:
         """Follow the daemon's login link once per daemon (as its operator would), so the
-        persistent profile holds a session cookie for it."""
+        persistent profile holds a session cookie for it. In a page of its own: the
+        dashboard the link leads to must not count among a tab's sockets and requests."""
         parts = urlsplit(url)
         token = TOKENS.get(parts.netloc)
         if token and (parts.netloc, token) not in self._sessions:
-            tab.page.goto(f"{parts.scheme}://{parts.netloc}/login?token={token}")
+            page = self._chromium.new_page()
+            try:
+                page.goto(f"{parts.scheme}://{parts.netloc}/login?token={token}")
+            finally:
+                page.close()
             self._sessions.add((parts.netloc, token))
 
 
