@@ -433,15 +433,6 @@ def apply_instance_frame(model: dict[str, dict], frame: dict, include: bool) -> 
         model.clear()
         for item in frame["instances"]:
             model[item["id"]] = dict(item)
-    elif kind == "instance_created":
-        model[frame["id"]] = {
-            "name": frame["name"],
-            "status": frame["status"],
-            "port": frame["port"],
-            "pid": None,
-            "started_at": None,
-            "archived_at": None,
-        }
     elif kind == "status_changed" and known is not None:
         known.update(pid=frame["pid"], started_at=frame["started_at"])
         known["status"] = "archived" if known.get("archived_at") else frame["status"]
@@ -450,7 +441,7 @@ def apply_instance_frame(model: dict[str, dict], frame: dict, include: bool) -> 
             known.update(archived_at=frame["timestamp"], status="archived")
         else:
             model.pop(frame["id"], None)
-    elif kind == "instance_unarchived":
+    elif kind in ("instance_created", "instance_unarchived"):
         model[frame["id"]] = {
             **(known or {}),
             "name": frame["name"],

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.application.service import Service
+from twisted.application.internet import TimerService
 from twisted.internet import defer
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from cpstream.domain.frames import isotime
@@ -23,7 +22,7 @@ INTERVAL = 60.0
 BATCH = 200
 
 
-class Retention(Service):
+class Retention(TimerService):
     """Prunes what is older than ``keep`` seconds, every ``interval`` seconds, in batches."""
 
     log = Logger()
@@ -36,27 +35,18 @@ class Retention(Service):
         interval: float = INTERVAL,
         batch: int = BATCH,
     ) -> None:
+        super().__init__(interval, self._tick)
+        self.clock = clock
         self._store = store
-        self._clock = clock
         self.keep = keep
         self._batch = batch
-        self._interval = interval
-        self._loop = LoopingCall(self._tick)
-        self._loop.clock = clock
         self._more: Any = None
         self.pruned = {"message_events": 0, "instance_events": 0}
 
-    def startService(self) -> None:  # noqa: N802 (Twisted API)
-        super().startService()
-        self._loop.start(self._interval, now=True)
-
     def stopService(self) -> defer.Deferred:  # noqa: N802 (Twisted API)
-        super().stopService()
-        if self._loop.running:
-            self._loop.stop()
         if self._more is not None and self._more.active():
             self._more.cancel()
-        return defer.succeed(None)
+        return super().stopService()
 
     def _tick(self) -> None:
         """One batch; another follows on the next reactor turn while there is more."""
@@ -67,11 +57,11 @@ class Retention(Service):
             self.log.failure("retention pass failed")
             return
         if more and self.running:
-            self._more = self._clock.callLater(0, self._tick)
+            self._more = self.clock.callLater(0, self._tick)
 
     def prune_batch(self) -> bool:
         """Prune one batch of each log; True if a batch was full (there may be more)."""
-        cutoff = isotime(self._clock.seconds() - self.keep)
+        cutoff = isotime(self.clock.seconds() - self.keep)
         more = False
         store = self._store
         for table, rows in (

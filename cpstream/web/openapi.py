@@ -89,6 +89,12 @@ def _fields(schemas: dict[str, Any], allowed: frozenset[str]) -> dict[str, Any]:
     return {field: schemas[field] for field in sorted(allowed)}
 
 
+def _settle_batch(fields: frozenset[str]) -> dict[str, Any]:
+    """``{"items": [...]}`` of 1 to MAX_BATCH settle items with ``fields`` and the id."""
+    item = _object(_fields(SETTLE, fields | {"id"}), ["id", "lease_id"])
+    return _object({"items": _array(item, minItems=1, maxItems=MAX_BATCH)}, ["items"])
+
+
 def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
     kind = schema["type"]
     return {**schema, "type": [*([kind] if isinstance(kind, str) else kind), "null"]}
@@ -406,26 +412,8 @@ def _schemas() -> dict[str, Any]:
             ["messages"],
             examples=[{"messages": [EXAMPLE_MESSAGE, {**EXAMPLE_MESSAGE, "payload": {"doc": 43}}]}],
         ),
-        "AcknowledgeBatch": _object(
-            {
-                "items": _array(
-                    _object(_fields(SETTLE, ACK_FIELDS | {"id"}), ["id", "lease_id"]),
-                    minItems=1,
-                    maxItems=MAX_BATCH,
-                )
-            },
-            ["items"],
-        ),
-        "FailBatch": _object(
-            {
-                "items": _array(
-                    _object(_fields(SETTLE, FAIL_FIELDS | {"id"}), ["id", "lease_id"]),
-                    minItems=1,
-                    maxItems=MAX_BATCH,
-                )
-            },
-            ["items"],
-        ),
+        "AcknowledgeBatch": _settle_batch(ACK_FIELDS),
+        "FailBatch": _settle_batch(FAIL_FIELDS),
         "SendResults": _object(
             {
                 "results": _array(
