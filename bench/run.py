@@ -31,6 +31,7 @@ from bench.harness import ROOT, SERVERS
 from bench.logs import log_flood, log_latency
 from bench.messages import run_messages
 from bench.messages import table as messages_table
+from bench.restframe import rest_fanout
 from bench.state import backlog_time, resume_time, snapshot_time, stuck_client
 from tests.stats import percentile
 
@@ -42,6 +43,7 @@ TARGETS = {
     "log_poll": "p99 <= 650 ms",
     "snapshot": "< 100 ms",
     "resume": "< snapshot",
+    "restframe": "REST p99 <= 1.3x in-process p99",
 }
 RATE_CPU, BURST_CPU = "rate_loadgen_cpu_pct", "burst_loadgen_cpu_pct"
 # (figure, row label, format, the load generator CPU measured with it or None)
@@ -172,6 +174,18 @@ def table(results: dict) -> str:
             f"{resume['resume_ms']:.1f} / {resume['snapshot_ms']:.1f}",
             TARGETS["resume"],
         )
+    if "restframe" in results:
+        summary = results["restframe"]
+        med, low, high = summary["median"], summary["min"], summary["max"]
+        own_row(
+            "REST send -> message_event @1000, 20/s: p50 / p99 (ms), in-process p99 same run,"
+            " p99 ratio; request p50 / p99 (ms)",
+            f"{med['rest_p50_ms']:.2f} / {med['rest_p99_ms']:.2f} ({low['rest_p99_ms']:.2f}–"
+            f"{high['rest_p99_ms']:.2f}), {med['inproc_p99_ms']:.2f}, {med['ratio_p99']:.2f}x"
+            f" ({low['ratio_p99']:.2f}–{high['ratio_p99']:.2f}); {med['request_p50_ms']:.2f} / "
+            f"{med['request_p99_ms']:.2f}; gen {high['rest_loadgen_cpu_pct']:.0f} %",
+            TARGETS["restframe"],
+        )
     if "backlog" in own:
         backlog = own["backlog"]
         own_row(
@@ -241,6 +255,12 @@ def main() -> None:
                     runs.append(fanout(kind, clients, rate_events, burst))
                     print(f"fanout {kind} @{clients}", json.dumps(runs[-1]), flush=True)
                 results["fanout"][f"{kind}@{clients}"] = summarize(runs)
+    if wanted("restframe"):
+        runs = []
+        for _ in range(repeat):
+            runs.append(rest_fanout(1000, rate_events))
+            print("restframe", json.dumps(runs[-1]), flush=True)
+        results["restframe"] = summarize(runs)
     for kind in SERVERS:
         if wanted(f"memory {kind}"):
             per_conn = percentile([idle_memory(kind) for _ in range(repeat)], 0.5)

@@ -13,10 +13,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from twisted.internet import endpoints
+from twisted.internet.interfaces import IReactorThreads
 from twisted.logger import Logger
 from twisted.python import usage
 
 from cpstream.demo import seed_demo
+from cpstream.domain.checkpoint import Checkpointer
 from cpstream.domain.children import default_command
 from cpstream.domain.delivery import DeliveryWorker
 from cpstream.domain.hub import Hub
@@ -191,7 +193,10 @@ def makeService(config: Options, reactor: Any = None) -> ControlPlane:  # noqa: 
     if reactor is None:
         from twisted.internet import reactor
     data_dir = Path(config["data-dir"]).expanduser()
-    store = Store.open(data_dir / "cp.db")
+    # A reactor with threads checkpoints in its pool; one without (a test's) keeps SQLite's.
+    threaded = IReactorThreads.providedBy(reactor)
+    store = Store.open(data_dir / "cp.db", autocheckpoint=not threaded)
+    checkpointer: tuple[Any, ...] = (Checkpointer(store.path, reactor),) if threaded else ()
     instances_hub = Hub(reactor, prepare=prepare_frame, seq=store.instance_events.last_id())
     messages_hub = Hub(reactor, prepare=prepare_frame, seq=store.messages.last_event_id())
     registry = Registry(store, instances_hub, reactor, default_command())
@@ -239,7 +244,7 @@ def makeService(config: Options, reactor: Any = None) -> ControlPlane:  # noqa: 
         web,
         supervisor,
         streams=streams,
-        workers=(inbox, worker, retention),
+        workers=(*checkpointer, inbox, worker, retention),
         on_ready=on_ready,
         registry=registry,
         hubs={"instances": instances_hub, "messages": messages_hub},

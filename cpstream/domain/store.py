@@ -44,8 +44,9 @@ class Store:
         self.sessions = SessionRows(db)
 
     @classmethod
-    def open(cls, path: Path) -> Store:
-        """Open (creating if needed) the database at ``path`` and migrate it."""
+    def open(cls, path: Path, autocheckpoint: bool = True) -> Store:
+        """Open (creating if needed) the database at ``path`` and migrate it; without
+        ``autocheckpoint`` no COMMIT checkpoints (a :class:`Checkpointer` does, in a thread)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         db.row_factory = sqlite3.Row
@@ -56,6 +57,8 @@ class Store:
         # Reads through a memory map and a larger page cache: fewer system calls per query.
         db.execute("PRAGMA mmap_size=268435456")
         db.execute("PRAGMA cache_size=-65536")
+        if not autocheckpoint:
+            db.execute("PRAGMA wal_autocheckpoint=0")
         store = cls(db, path)
         store.migrate()
         return store
