@@ -26,6 +26,9 @@
  * prints nothing more. Connecting is bounded by 60 s (or --timeout if shorter).
  *
  *     gcc -O2 -o bench/results/loadgen bench/loadgen.c   (the harness does this)
+ * --port takes a comma-separated list (P1,P2,...): client i connects to the i-th
+ * port modulo the list, so one generator spreads its clients over several gateways.
+ *
  *     bench/results/loadgen --port P --clients 1000 --events 200 [--latency]
  *         [--path /ws/instances] [--token T] [--timeout 120] [--hold]
  */
@@ -360,12 +363,12 @@ static double percentile_ms(double fraction) {
 }
 
 static void usage(void) {
-    die("usage: loadgen --port P [--clients N] [--events E] [--latency] [--path PATH] "
+    die("usage: loadgen --port P[,P...] [--clients N] [--events E] [--latency] [--path PATH] "
         "[--token T] [--timeout S] [--hold]");
 }
 
 int main(int argc, char **argv) {
-    int port = 0, hold = 0;
+    int ports[16], n_ports = 0, hold = 0;
     const char *path = "/ws/instances", *token = NULL;
     double timeout = 120;
     n_clients = 100;
@@ -376,7 +379,11 @@ int main(int argc, char **argv) {
         if (!strcmp(a, "--latency")) latency_mode = 1;
         else if (!strcmp(a, "--hold")) hold = 1;
         else if (!v) usage();
-        else if (!strcmp(a, "--port")) port = atoi(v), i++;
+        else if (!strcmp(a, "--port")) {
+            for (const char *p = v; p && *p && n_ports < 16; p = strchr(p, ','), p = p ? p + 1 : p)
+                ports[n_ports++] = atoi(p);
+            i++;
+        }
         else if (!strcmp(a, "--clients")) n_clients = atol(v), i++;
         else if (!strcmp(a, "--events")) n_events = atol(v), i++;
         else if (!strcmp(a, "--path")) path = v, i++;
@@ -384,7 +391,9 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--timeout")) timeout = atof(v), i++;
         else usage();
     }
-    if (port <= 0 || port > 65535 || n_clients <= 0 || n_events < 0 || timeout <= 0) usage();
+    for (int k = 0; k < n_ports; k++)
+        if (ports[k] <= 0 || ports[k] > 65535) usage();
+    if (!n_ports || n_clients <= 0 || n_events < 0 || timeout <= 0) usage();
 
     struct rlimit files;
     if (getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
@@ -407,6 +416,7 @@ int main(int argc, char **argv) {
     char request[4096];
     for (long i = 0; i < n_clients; i++) {
         char key[25], auth[2048] = "";
+        int port = ports[i % n_ports];
         random_key(key);
         if (token) snprintf(auth, sizeof auth, "Authorization: Bearer %s\r\n", token);
         int len = snprintf(request, sizeof request,

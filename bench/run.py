@@ -32,6 +32,8 @@ from bench.logs import log_flood, log_latency
 from bench.messages import run_messages
 from bench.messages import table as messages_table
 from bench.restframe import rest_fanout
+from bench.scaleout import run_scaleout
+from bench.scaleout import table as scaleout_table
 from bench.state import backlog_time, resume_time, snapshot_time, stuck_client
 from tests.stats import percentile
 
@@ -280,6 +282,8 @@ def main() -> None:
             print(name, json.dumps(results["cpstream"][name]), flush=True)
     if wanted("messages"):
         results["messages"] = run_messages(repeat, 2.0 if args.quick else 5.0)
+    if wanted("scaleout"):
+        results["scaleout"] = run_scaleout(repeat, (1000, 2000), rate_events, burst_events[1000])
     info = results["machine"]
     print(f"\n{info['cpu']}, {info['cores']} cores, Python {info['python']}, {info['date']}")
     print(f"load generator: bench/loadgen.{'c' if args.loadgen == 'c' else 'py'}. {LEGEND}\n")
@@ -287,6 +291,9 @@ def main() -> None:
     if "messages" in results:
         print("\nMessages, 4 senders and 4 receivers (bench/messages.py):\n")
         print(messages_table(results["messages"]))
+    if "scaleout" in results:
+        print("\nScale-out on Redis (bench/scaleout.py):\n")
+        print(scaleout_table(results["scaleout"]))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2))
 
