@@ -194,6 +194,30 @@ EXAMPLE_MESSAGE = {
 }
 EXAMPLE_LEASE = "0b5c3a52-31f1-4f07-a7a5-4a4e0e7d1c2e"
 
+USAGE_FIELDS = {
+    "cpu": {"type": "number", "minimum": 0, "description": "% of one core since the last sample"},
+    "rss": {"type": "integer", "minimum": 0, "description": "resident memory, bytes"},
+    "fds": {"type": "integer", "minimum": 0, "description": "open file descriptors"},
+    "threads": {"type": "integer", "minimum": 0},
+    "children": {"type": "integer", "minimum": 0, "description": "processes besides the child"},
+}
+USAGE = {
+    "oneOf": [
+        {"type": "null"},
+        _object({**USAGE_FIELDS, "at": TIME}, [*USAGE_FIELDS, "at"]),
+    ],
+    "description": "the latest sample of the child's whole process group (null when it is"
+    " not running or not sampled yet)",
+}
+LAST_EXIT = {
+    "oneOf": [
+        {"type": "null"},
+        _object({"code": {"type": "integer"}, "at": TIME}, ["code", "at"]),
+        _object({"signal": {"type": "integer", "minimum": 1}, "at": TIME}, ["signal", "at"]),
+    ],
+    "description": "how the child last ended (null: never, or unknown for an adopted child)",
+}
+RESTARTS = {"type": "integer", "minimum": 0, "description": "starts after the first"}
 # The REST shapes (cpstream.web.representations and the routes' own answers).
 INSTANCE = {
     "id": UUID,
@@ -207,6 +231,9 @@ INSTANCE = {
     "created_at": TIME,
     "started_at": _nullable(TIME),
     "archived_at": _nullable(TIME),
+    "usage": USAGE,
+    "restarts": RESTARTS,
+    "last_exit": LAST_EXIT,
 }
 MESSAGE = {
     "id": UUID,
@@ -249,15 +276,26 @@ EVENT_FIELDS: dict[str, dict[str, Any]] = {
         "port": PORT,
         "status": {"enum": list(INSTANCE_STATUSES)},
         "cloned_from?": NAME,
+        "usage?": {"type": "null"},
+        "restarts?": RESTARTS,
+        "last_exit?": LAST_EXIT,
     },
     "status_changed": {
         "status": {"enum": list(INSTANCE_STATUSES)},
         "pid": {"type": ["integer", "null"]},
         "started_at": _nullable(TIME),
         "exit?": EXIT,
+        "restarts?": RESTARTS,
+        "last_exit?": LAST_EXIT,
     },
     "instance_archived": {},
-    "instance_unarchived": {"port": PORT, "status": {"enum": list(INSTANCE_STATUSES)}},
+    "instance_unarchived": {
+        "port": PORT,
+        "status": {"enum": list(INSTANCE_STATUSES)},
+        "usage?": {"type": "null"},
+        "restarts?": RESTARTS,
+        "last_exit?": LAST_EXIT,
+    },
     "instance_deleted": {},
 }
 
