@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -60,6 +61,11 @@ def isotime(seconds: float) -> str:
     if _second[0] != second:
         _second[0], _second[1] = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
     return f"{_second[1]}.{micro:06d}Z"
+
+
+def seconds_of(stamp: str) -> float:
+    """The epoch seconds of an :func:`isotime` string."""
+    return datetime.fromisoformat(stamp).timestamp()
 
 
 # -- /ws/instances -------------------------------------------------------------

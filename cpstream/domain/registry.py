@@ -127,6 +127,10 @@ class Registry:
             raise IllegalTransition(f"Instance '{name}' is not archived")
         raise UnknownInstance(f"No instance named '{name}'")
 
+    def by_id(self, instance_id: str) -> Instance | None:
+        """The instance with that id (archived ones included), or ``None`` once deleted."""
+        return self._by_id.get(instance_id)
+
     def by_token(self, token: str) -> Instance | None:
         """The instance an agent token belongs to (an active one), or ``None``."""
         instance = self._by_token.get(hash_token(token))
@@ -251,6 +255,15 @@ class Registry:
             for key, value in before.items():
                 setattr(instance, key, value)
             raise
+
+    def sampled(self, samples: list[tuple[Instance, dict[str, Any]]], timestamp: str) -> None:
+        """One sample tick's usage: set on each instance, published as one ``usage_changed``
+        frame for all of them (not an event: no seq, not stored, never replayed)."""
+        if not samples:
+            return
+        for instance, usage in samples:
+            instance.usage = usage
+        self._hub.broadcast(frames.usage_changed((i for i, _ in samples), timestamp))
 
     def archive(self, instance: Instance) -> None:
         """Hide a stopped instance from the active set and publish ``instance_archived``."""

@@ -276,6 +276,11 @@ class MessageRows:
         )
         return [_message_row(row, payload=False) for row in rows]
 
+    def count_by_status(self) -> dict[str, int]:
+        """How many messages are in each status present (one pass over an index)."""
+        rows = self._db.execute("SELECT status, count(*) FROM messages GROUP BY status")
+        return {status: count for status, count in rows}
+
     def idempotent(self, from_instance: str, key: str, since: str) -> str | None:
         """The message id sent under this key by this sender since ``since``, if any."""
         row = self._db.execute(

@@ -26,7 +26,7 @@ from cpstream.domain.instances import (
     RESTART_POLICIES,
 )
 from cpstream.domain.instances import STATUSES as INSTANCE_STATUSES
-from cpstream.domain.messaging import MAX_DETAIL, MAX_HOPS, MAX_PAYLOAD
+from cpstream.domain.messaging import IN_FLIGHT, MAX_DETAIL, MAX_HOPS, MAX_PAYLOAD
 from cpstream.domain.messaging import STATUSES as MESSAGE_STATUSES
 from cpstream.domain.routing import (
     DEFAULT_RETRIES,
@@ -36,6 +36,7 @@ from cpstream.domain.routing import (
     PATTERN_RE,
     TYPE_RE,
 )
+from cpstream.domain.usage import MAX_MINUTES
 from cpstream.web.bodies import (
     ACK_FIELDS,
     CLONE_FIELDS,
@@ -356,6 +357,31 @@ def _schemas() -> dict[str, Any]:
             ],
         ),
         "Clone": _object(_fields(CLONE, CLONE_FIELDS), ["name"], examples=[{"name": "agent-4"}]),
+        "UsageSeries": _object(
+            {
+                "id": UUID,
+                "name": NAME,
+                "interval": {"type": "number", "exclusiveMinimum": 0, "description": "seconds"},
+                "samples": _array(_object({"at": TIME, **USAGE_FIELDS}, ["at", *USAGE_FIELDS])),
+            },
+            ["id", "name", "interval", "samples"],
+            description="samples oldest first, one per interval while the instance ran",
+        ),
+        "MessageStats": _object(
+            {
+                "by_status": _object(
+                    {status: {"type": "integer", "minimum": 0} for status in MESSAGE_STATUSES},
+                    list(MESSAGE_STATUSES),
+                ),
+                "in_flight": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "description": "not finished: " + ", ".join(IN_FLIGHT),
+                },
+                "dead_letter": {"type": "integer", "minimum": 0},
+            },
+            ["by_status", "in_flight", "dead_letter"],
+        ),
         "Lifecycle": _object(
             {"status": {"enum": [*INSTANCE_STATUSES, "archived"]}, "name": NAME},
             ["status", "name"],
@@ -871,6 +897,24 @@ def _operations(max_log_lines: int) -> dict[str, dict[str, Any]]:
                 ),
             )
         },
+        "/instances/{name}/usage": {
+            "get": _operation(
+                "get",
+                "usage",
+                "The instance's resource samples (CPU, memory, descriptors, threads,"
+                " processes) of the last minutes, oldest first; kept in memory",
+                {
+                    "200": ok(_ref("UsageSeries"), "the samples"),
+                    "400": invalid,
+                    "404": no_instance,
+                },
+                "instances",
+                (
+                    INSTANCE_NAME,
+                    _query("minutes", "how far back", _integer(1, MAX_MINUTES, 10)),
+                ),
+            )
+        },
         "/instances/{name}/messages": {
             "get": _operation(
                 "get",
@@ -992,6 +1036,15 @@ def _operations(max_log_lines: int) -> dict[str, dict[str, Any]]:
         },
         "/messages/acknowledge": settle_batch("acknowledge", "AcknowledgeBatch"),
         "/messages/fail": settle_batch("fail", "FailBatch"),
+        "/messages/stats": {
+            "get": _operation(
+                "get",
+                "message_stats",
+                "How many messages are in each status, in flight and dead-lettered",
+                {"200": ok(_ref("MessageStats"), "the counts")},
+                "messages",
+            )
+        },
         "/messages/dead_letter": {
             "get": _operation(
                 "get",
