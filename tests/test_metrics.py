@@ -134,10 +134,8 @@ async def test_metrics_move_with_real_actions(daemon):
     assert value(after, "cpstream_stream_bytes_total", kind="instances") > 100
     assert value(after, "cpstream_stream_publish_to_write_seconds_count") >= 1
     assert value(after, "cpstream_http_requests_total", route="/api/messages", code="201") == 2
-    assert (
-        value(after, "cpstream_http_requests_total", route="/api/instances/{name}/start", code="200")
-        == 2
-    )
+    start = "/api/instances/{name}/start"
+    assert value(after, "cpstream_http_requests_total", route=start, code="200") == 2
     assert value(after, "cpstream_http_requests_total", route="other", code="404") == 1
     routes = {dict(labels).get("route") for _, labels in after} - {None}
     assert not any("/a/" in route or route.endswith("/a") for route in routes), routes
