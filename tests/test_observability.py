@@ -123,3 +123,36 @@ async def wait_for_status(url: str, name: str, status: str, timeout: float = 15.
             return
         await sleep(0.1)
     raise AssertionError(f"{name} is {seen}, never {status}")
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_demo_shows_cost_retries_and_a_dead_letter_within_a_minute(data_dir):
+    """``--demo``: within a minute agent-1 is seen burning CPU (a third of a core) and holding
+    more memory, a report was retried and succeeded, and another is a dead letter."""
+    demo = Daemon(data_dir, "--demo", "--usage-interval", "1")
+    await demo.start()
+    url = demo.url
+    try:
+        peak, rss, stats = 0.0, [], {}
+        for _ in range(600):
+            agent = await instance(url, "agent-1")
+            if agent["usage"]:
+                peak = max(peak, agent["usage"]["cpu"])
+                rss.append(agent["usage"]["rss"])
+            stats = (await get_json(f"{url}/api/messages/stats"))[1]
+            if peak >= 25 and stats["dead_letter"] >= 1 and rss and max(rss) > rss[0]:
+                break
+            await sleep(0.1)
+        assert peak >= 25, peak
+        assert stats["dead_letter"] >= 1, stats
+        assert rss and max(rss) > rss[0], rss
+        code, dead = await get_json(f"{url}/api/messages/dead_letter")
+        assert dead[0]["message_type"] == "report.summary"
+        code, found = await get_json(f"{url}/api/messages?type=report.summary&status=acknowledged")
+        retried = [await get_json(f"{url}/api/messages/{m['id']}") for m in found]
+        assert any([e["event"] for e in m["events"]].count("failed") == 1 for _, m in retried), (
+            retried
+        )
+    finally:
+        await demo.stop()
+        kill_processes_with("CPSTREAM_URL", url)
