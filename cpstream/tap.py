@@ -203,19 +203,12 @@ def makeService(config: Options, reactor: Any = None) -> ControlPlane:  # noqa: 
     data_dir = Path(config["data-dir"]).expanduser()
     store = Store.open(data_dir / "cp.db")
     meter = Meter()
-    instances_hub = Hub(
-        reactor,
-        prepare=prepare_frame,
-        seq=store.instance_events.last_id(),
-        meter=meter,
-        kind="instances",
-    )
-    messages_hub = Hub(
-        reactor,
-        prepare=prepare_frame,
-        seq=store.messages.last_event_id(),
-        meter=meter,
-        kind="messages",
+    instances_hub, messages_hub = (
+        Hub(reactor, prepare=prepare_frame, seq=seq, meter=meter, kind=kind)
+        for kind, seq in (
+            ("instances", store.instance_events.last_id()),
+            ("messages", store.messages.last_event_id()),
+        )
     )
     registry = Registry(store, instances_hub, reactor, default_command())
     logs = LogFiles(data_dir, size_cap=config["log-size-cap"])

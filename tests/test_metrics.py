@@ -2,39 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import pytest_twisted
 import treq
 from prometheus_client.parser import text_string_to_metric_families
 
 from cpstream.domain.messaging import STATUSES
 from tests.support import (
-    Daemon,
     agent_token,
     auth_headers,
     create,
     get_json,
-    kill_processes_with,
     post_json,
     sleep,
 )
 from tests.wsclient import WSClient
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-@pytest_twisted.async_yield_fixture
-async def daemon(data_dir: Path) -> AsyncIterator[Daemon]:
-    running = Daemon(data_dir, "--usage-interval", "0.25")
-    await running.start()
-    url = running.url
-    try:
-        yield running
-    finally:
-        await running.stop()
-        kill_processes_with("CPSTREAM_URL", url)
 
 
 async def scrape(url: str) -> tuple[set[str], Samples]:
@@ -71,10 +54,11 @@ async def wait_for_running(url: str, *names: str) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_metrics_move_with_real_actions(daemon):
+async def test_metrics_move_with_real_actions(sampling_daemon):
     """Scraped and parsed: the families are there, and instances, messages (counters,
     gauges, latency histograms), streams and HTTP requests move after real actions; labels
     are route templates, never raw paths."""
+    daemon = sampling_daemon
     url = daemon.url
     families, before = await scrape(url)
     for family in (
@@ -142,8 +126,9 @@ async def test_metrics_move_with_real_actions(daemon):
 
 
 @pytest_twisted.ensureDeferred
-async def test_metrics_need_the_operator(daemon):
+async def test_metrics_need_the_operator(sampling_daemon):
     """/metrics wants the operator's token (or session): none is 401, an agent's is 403."""
+    daemon = sampling_daemon
     url = daemon.url
     response = await treq.get(f"{url}/metrics")
     assert response.code == 401
@@ -158,9 +143,10 @@ async def test_metrics_need_the_operator(daemon):
 
 
 @pytest_twisted.ensureDeferred
-async def test_message_stats_count_every_status(daemon):
+async def test_message_stats_count_every_status(sampling_daemon):
     """Every status is listed (zeros included); in flight is queued, delivered and waiting
     for a retry; dead letters are counted on their own."""
+    daemon = sampling_daemon
     url = daemon.url
     code, empty = await get_json(f"{url}/api/messages/stats")
     assert code == 200

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest_twisted
 
@@ -14,19 +12,7 @@ from tests.test_supervisor import CRASHER
 from tests.test_usage import BURNER
 from tests.wsclient import WSClient
 
-INTERVAL = 0.5
-
-
-@pytest_twisted.async_yield_fixture
-async def daemon(data_dir: Path) -> AsyncIterator[Daemon]:
-    running = Daemon(data_dir, "--usage-interval", str(INTERVAL))
-    await running.start()
-    url = running.url
-    try:
-        yield running
-    finally:
-        await running.stop()
-        kill_processes_with("CPSTREAM_URL", url)
+INTERVAL = 0.25  # the sampling_daemon fixture's
 
 
 async def instance(url: str, name: str) -> dict:
@@ -36,10 +22,11 @@ async def instance(url: str, name: str) -> dict:
 
 
 @pytest_twisted.ensureDeferred
-async def test_usage_reaches_rest_the_snapshot_and_one_frame_per_tick(daemon):
+async def test_usage_reaches_rest_the_snapshot_and_one_frame_per_tick(sampling_daemon):
     """Two running instances: every usage_changed frame names both (one frame per tick, no
     seq, ticks an interval apart); REST and a new snapshot carry the latest usage; a busy
     child's CPU is above zero; the usage route answers its series and checks its bounds."""
+    daemon = sampling_daemon
     url = daemon.url
     for name, command in (("busy", BURNER), ("calm", None)):
         await create(url, name, **({"command": command} if command else {}))
@@ -78,10 +65,11 @@ async def test_usage_reaches_rest_the_snapshot_and_one_frame_per_tick(daemon):
 
 
 @pytest_twisted.ensureDeferred
-async def test_restarts_and_exit_reasons_survive_a_control_plane_restart(daemon):
+async def test_restarts_and_exit_reasons_survive_a_control_plane_restart(sampling_daemon):
     """A crash (exit code 3) and a kill -9 (signal 9) are each instance's last exit, and the
     restarts count every start after the first; both are as they were after a restart of the
     control plane, on REST and in the snapshot."""
+    daemon = sampling_daemon
     url = daemon.url
     await create(url, "crasher", command=CRASHER, restart="never")
     await create(url, "victim", restart="never")

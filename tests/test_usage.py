@@ -11,7 +11,7 @@ import pytest_twisted
 from twisted.internet import defer
 
 from cpstream.domain.usage import GroupReader, Reading, Series, UsageSampler
-from tests.support import SLEEPER, World, sleep, wait_for
+from tests.support import World, sleep, wait_for
 
 BURNER = [sys.executable, "-c", "while True: pass"]
 # A child that forks: a shell, a python holding 40 MB, and a sleep, all in one group.
@@ -40,89 +40,81 @@ class FakeReader:
         return defer.succeed(readings)
 
 
-@pytest.fixture
-def world(tmp_path):
-    made = World(tmp_path, command=SLEEPER)
-    made.supervisor = made.new_supervisor()
-    yield made
-    made.close()
-
-
-def running(world: World, *names: str) -> None:
+def running(supervised: World, *names: str) -> None:
     """Instances that look running to the sampler (a fake pid each), without a child."""
     for number, name in enumerate(names, start=1):
-        instance = world.registry.create(name)
-        world.registry.set_status(instance, "running", pid=4_000_000 + number)
+        instance = supervised.registry.create(name)
+        supervised.registry.set_status(instance, "running", pid=4_000_000 + number)
 
 
-def usage_frames(world: World) -> list[dict]:
-    return [f for f in world.instance_frames.frames if f["type"] == "usage_changed"]
+def usage_frames(supervised: World) -> list[dict]:
+    return [f for f in supervised.instance_frames.frames if f["type"] == "usage_changed"]
 
 
-def test_one_frame_per_tick_for_every_instance_sampled(world):
+def test_one_frame_per_tick_for_every_instance_sampled(supervised):
     """Each tick publishes exactly one usage_changed frame naming every running instance, with
     no seq (the hub's seq and the event table are untouched); stopped ones are left out."""
-    running(world, "a", "b", "c")
-    world.registry.create("idle")
-    sampler = UsageSampler(world.registry, world.clock, FakeReader(), interval=2.0)
-    seq, stored = world.hub.seq, world.store.instance_events.last_id()
+    running(supervised, "a", "b", "c")
+    supervised.registry.create("idle")
+    sampler = UsageSampler(supervised.registry, supervised.clock, FakeReader(), interval=2.0)
+    seq, stored = supervised.hub.seq, supervised.store.instance_events.last_id()
     sampler.startService()
     for _ in range(3):
-        world.clock.advance(2.0)
-    frames = usage_frames(world)
+        supervised.clock.advance(2.0)
+    frames = usage_frames(supervised)
     assert len(frames) == 4  # the tick at start, then one each 2 s
     for frame in frames:
         assert "seq" not in frame and frame["timestamp"]
         assert sorted(entry["name"] for entry in frame["instances"]) == ["a", "b", "c"]
         assert all(set(e["usage"]) == {"cpu", "rss", "fds", "threads", "children", "at"}
                    for e in frame["instances"])  # fmt: skip
-    assert (world.hub.seq, world.store.instance_events.last_id()) == (seq, stored)
+    assert (supervised.hub.seq, supervised.store.instance_events.last_id()) == (seq, stored)
     assert frames[-1]["instances"][0]["usage"]["cpu"] == pytest.approx(10.0)  # 0.2 s per 2 s
     sampler.stopService()
 
 
-def test_a_stopped_instance_loses_its_usage_and_a_deleted_one_its_series(world):
+def test_a_stopped_instance_loses_its_usage_and_a_deleted_one_its_series(supervised):
     """Usage is null once the instance is not running; its series stays until it is deleted."""
-    running(world, "a")
-    sampler = UsageSampler(world.registry, world.clock, FakeReader(), interval=2.0)
+    running(supervised, "a")
+    sampler = UsageSampler(supervised.registry, supervised.clock, FakeReader(), interval=2.0)
     sampler.startService()
-    instance = world.registry.get("a")
+    instance = supervised.registry.get("a")
     assert instance.usage is not None and len(sampler.series(instance, 60)) == 1
-    world.registry.set_status(instance, "stopped")
+    supervised.registry.set_status(instance, "stopped")
     assert instance.usage is None
-    world.clock.advance(2.0)
+    supervised.clock.advance(2.0)
     assert len(sampler.series(instance, 60)) == 1
-    world.registry.archive(instance)
-    world.registry.delete(instance)
-    world.clock.advance(2.0)
+    supervised.registry.archive(instance)
+    supervised.registry.delete(instance)
+    supervised.clock.advance(2.0)
     assert sampler.series(instance, 60) == [] and not sampler.cpu_seconds
     sampler.stopService()
 
 
-def test_a_tick_waits_for_the_reading_under_way(world):
+def test_a_tick_waits_for_the_reading_under_way(supervised):
     """A reading still under way when the next tick is due is not doubled: one at a time."""
-    running(world, "a")
+    running(supervised, "a")
     pending: list[defer.Deferred] = []
 
     def slow(leaders: list[int]) -> defer.Deferred:
         pending.append(defer.Deferred())
         return pending[-1]
 
-    sampler = UsageSampler(world.registry, world.clock, slow, interval=2.0)
+    sampler = UsageSampler(supervised.registry, supervised.clock, slow, interval=2.0)
     sampler.startService()
-    world.clock.advance(10.0)
+    supervised.clock.advance(10.0)
     assert len(pending) == 1
     pending[0].callback({})
-    world.clock.advance(2.0)
+    supervised.clock.advance(2.0)
     assert len(pending) == 2
     pending[1].callback({})
     sampler.stopService()
 
 
 @pytest.mark.logs_errors
-def test_a_failing_reading_is_logged_and_the_loop_goes_on(world):
+def test_a_failing_reading_is_logged_and_the_loop_goes_on(supervised):
     """The periodic task catches and logs its own errors: the next tick samples again."""
-    running(world, "a")
+    running(supervised, "a")
     calls = []
 
     def broken(leaders: list[int]) -> defer.Deferred:
@@ -131,10 +123,10 @@ def test_a_failing_reading_is_logged_and_the_loop_goes_on(world):
             raise OSError("no /proc")
         return FakeReader()(leaders)
 
-    sampler = UsageSampler(world.registry, world.clock, broken, interval=2.0)
+    sampler = UsageSampler(supervised.registry, supervised.clock, broken, interval=2.0)
     sampler.startService()
-    world.clock.advance(2.0)
-    assert len(calls) == 2 and len(usage_frames(world)) == 1
+    supervised.clock.advance(2.0)
+    assert len(calls) == 2 and len(usage_frames(supervised)) == 1
     sampler.stopService()
 
 
@@ -149,25 +141,28 @@ def test_the_series_is_bounded_and_oldest_first():
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_busy_child_shows_its_cpu_and_a_forking_one_is_counted_whole(world):
+async def test_a_busy_child_shows_its_cpu_and_a_forking_one_is_counted_whole(supervised):
     """With real children read by psutil: a child spinning shows a core's worth of CPU; a
     child that forks shows its processes and their memory summed."""
-    burner = world.registry.create("burn", health="process", command=BURNER)
-    forker = world.registry.create("fork", health="process", command=FORKER)
+    burner = supervised.registry.create("burn", health="process", command=BURNER)
+    forker = supervised.registry.create("fork", health="process", command=FORKER)
     for instance in (burner, forker):
-        world.supervisor.start(instance)
+        supervised.supervisor.start(instance)
     reader = GroupReader()
-    sampler = UsageSampler(world.registry, world.clock, lambda pids: defer.succeed(reader(pids)))
+    sampler = UsageSampler(
+        supervised.registry, supervised.clock, lambda pids: defer.succeed(reader(pids))
+    )
     await wait_for(lambda: len(reader([forker.pid]).get(forker.pid, Reading(0)).cpu) >= 3)
     sampler.startService()
     started = time.monotonic()
-    await sleep(0.5)
-    world.clock.advance(2.0)
-    assert burner.usage["cpu"] > 40.0, burner.usage  # a core is 100; 2 shared cores here
+    await sleep(1.0)
+    supervised.clock.advance(2.0)
+    # A core is 100; it spins on one of 2 cores shared with other tests' processes.
+    assert burner.usage["cpu"] > 20.0 > forker.usage["cpu"], (burner.usage, forker.usage)
     assert forker.usage["children"] >= 2
     assert forker.usage["rss"] >= 40_000_000
     assert forker.usage["threads"] >= 3 and forker.usage["fds"] >= 3
-    assert sampler.cpu_seconds[burner.id] > 0.2 * (time.monotonic() - started)
+    assert sampler.cpu_seconds[burner.id] > 0.1 * (time.monotonic() - started)
     await sampler.stopService()
 
 
