@@ -54,7 +54,12 @@ Read = Callable[[list[int]], "defer.Deferred[dict[int, Reading]]"]
 
 class GroupReader:
     """Reads process groups with psutil; each call blocks on ``/proc`` (run it in a thread,
-    one call at a time: it keeps one ``psutil.Process`` per live member between calls)."""
+    one call at a time: it keeps one ``psutil.Process`` per live member between calls).
+
+    Members are found by one pass of ``getpgid`` over every pid (0.5 ms for ~580
+    processes), not ``children(recursive=True)`` per instance, which reads every
+    process's parent on each call (4 s for 500 instances).
+    """
 
     def __init__(self) -> None:
         self._processes: dict[int, psutil.Process] = {}
