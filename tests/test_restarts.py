@@ -71,3 +71,35 @@ async def test_an_adopted_child_that_vanished_has_an_unknown_exit(supervised):
     supervised.new_supervisor(registry)
     assert registry.get("g").status == "crashed"
     assert registry.get("g").last_exit is None
+
+
+def test_a_database_from_before_upgrades_with_no_restarts_and_no_exit(tmp_path):
+    """Schema 5 on a version-4 file: its instances load with 0 restarts and no last exit."""
+    import sqlite3
+
+    from twisted.internet.task import Clock
+
+    from cpstream.domain.hub import Hub
+    from cpstream.domain.registry import Registry
+    from cpstream.domain.schema import MIGRATIONS, statements
+    from cpstream.domain.store import Store
+
+    path = tmp_path / "cp.db"
+    db = sqlite3.connect(path)
+    for number, script in enumerate(MIGRATIONS[:4], start=1):
+        for statement in statements(script):
+            db.execute(statement)
+        db.execute(f"PRAGMA user_version={number}")
+    db.execute(
+        "INSERT INTO instances (id, name, port, command, env, health, restart, status, pid,"
+        " created_at) VALUES ('i1', 'old', 18801, '[\"x\"]', '{}', 'http', 'never', 'crashed',"
+        " NULL, '2026-01-01T00:00:00.000000Z')"
+    )
+    db.commit()
+    db.close()
+    store = Store.open(path)
+    try:
+        old = Registry(store, Hub(Clock()), Clock(), ["x"]).get("old")
+        assert (store.schema_version, old.restarts, old.last_exit) == (len(MIGRATIONS), 0, None)
+    finally:
+        store.close()
