@@ -6,6 +6,7 @@ import os
 import signal
 
 import pytest_twisted
+from twisted.internet import reactor
 
 from tests.support import Daemon, create, get_json, kill_processes_with, post_json, sleep
 from tests.test_supervisor import CRASHER
@@ -122,18 +123,20 @@ async def test_the_demo_shows_cost_retries_and_a_dead_letter_within_a_minute(dat
     url = demo.url
     try:
         peak, rss, stats = 0.0, [], {}
-        for _ in range(600):
+        deadline = reactor.seconds() + 90  # a minute, and slack for a loaded machine
+        while reactor.seconds() < deadline:
             agent = await instance(url, "agent-1")
             if agent["usage"]:
                 peak = max(peak, agent["usage"]["cpu"])
                 rss.append(agent["usage"]["rss"])
             stats = (await get_json(f"{url}/api/messages/stats"))[1]
-            if peak >= 25 and stats["dead_letter"] >= 1 and rss and max(rss) > rss[0]:
+            grown = rss and rss[-1] - min(rss) >= 512 * 1024
+            if peak >= 20 and stats["dead_letter"] >= 1 and grown:
                 break
-            await sleep(0.1)
-        assert peak >= 25, peak
+            await sleep(0.2)
+        assert peak >= 20, peak  # 35 % of a core while it burns
         assert stats["dead_letter"] >= 1, stats
-        assert rss and max(rss) > rss[0], rss
+        assert rss and rss[-1] - min(rss) >= 512 * 1024, rss  # 256 KiB more every 10 s
         code, dead = await get_json(f"{url}/api/messages/dead_letter")
         assert dead[0]["message_type"] == "report.summary"
         code, found = await get_json(f"{url}/api/messages?type=report.summary&status=acknowledged")

@@ -188,19 +188,20 @@ class UsageSampler(TimerService):
     def _tick(self) -> defer.Deferred:
         running = [i for i in self._registry.active() if i.status in LIVE and i.pid]
         pids = [i.pid for i in running]
-        at = self.clock.seconds()
         reading = defer.maybeDeferred(self._read, pids) if running else defer.succeed({})
-        reading.addCallback(self._sampled, running, pids, at)
+        reading.addCallback(self._sampled, running, pids)
         return reading.addErrback(self._failed)
 
     def _failed(self, failure: Any) -> None:
         self.log.failure("usage sample failed", failure)
 
     def _sampled(
-        self, readings: dict[int, Reading], running: list[Instance], pids: list[int], at: float
+        self, readings: dict[int, Reading], running: list[Instance], pids: list[int]
     ) -> None:
-        """Turn the readings into samples, keep them, publish one frame for all of them."""
+        """Turn the readings into samples, keep them, publish one frame for all of them
+        (stamped now: the readings are as of a moment ago)."""
         self.ticks += 1
+        at = self.clock.seconds()
         stamp = isotime(at)
         sampled = []
         for instance, pid in zip(running, pids, strict=True):
