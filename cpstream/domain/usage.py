@@ -117,7 +117,7 @@ SAMPLE = struct.Struct("<dfqiii")  # at, cpu, rss, fds, threads, children: 32 by
 
 class Series:
     """The last ``keep`` samples of one instance, oldest first, packed (32 bytes each: 500
-    instances keep an hour in ~29 MiB rather than the ~160 MiB of tuples)."""
+    instances keep an hour in 29 MiB, where a deque of tuples took 152 MiB)."""
 
     def __init__(self, keep: int = KEEP) -> None:
         self._keep = keep
