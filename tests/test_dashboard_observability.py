@@ -287,34 +287,50 @@ async def test_the_header_counts_instances_by_status_live(browser, ui, tabs):
     await post_json(f"{ui.url}/api/instances/{name}/stop")
 
 
+def screenshot(page: Any, name: str, below: str) -> None:
+    """``name`` into the test artifacts (and ``CPSTREAM_SCREENSHOT_DIR``, for the README's):
+    the page from the top to a little below the last ``below`` element."""
+    box = page.locator(below).last.bounding_box()
+    clip = {"x": 0, "y": 0, "width": page.viewport_size["width"]}
+    clip["height"] = min(box["y"] + box["height"] + 24, page.viewport_size["height"])
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for folder in filter(None, (str(ARTIFACTS), os.environ.get("CPSTREAM_SCREENSHOT_DIR"))):
+        page.screenshot(path=os.path.join(folder, name), clip=clip)
+
+
 @pytest_twisted.ensureDeferred
 async def test_the_demo_shows_it_all_within_a_minute(browser, tabs, tmp_path):
     """``--demo`` on an empty data dir: within a minute the cards draw CPU and memory, one
-    agent visibly burns CPU, and there is a dead letter to act on. Its screenshot is the
-    README's (``CPSTREAM_SCREENSHOT_DIR=docs`` writes it there too)."""
+    agent visibly burns CPU, and there is a dead letter (with its failure) to act on. Its
+    screenshots are the README's: ``CPSTREAM_SCREENSHOT_DIR=docs`` writes them there, after
+    a minute of samples so that the sparklines span their box."""
     async with running_daemon(tmp_path / "demo", "--demo") as daemon:
         tab = await tabs(f"{daemon.url}/")
+        for_readme = bool(os.environ.get("CPSTREAM_SCREENSHOT_DIR"))
 
         def everything() -> None:
             page = tab.page
+            page.set_viewport_size({"width": 980, "height": 760})
             cards = page.locator("article.card")
-            expect(cards.first).to_be_visible(timeout=15_000)
-            expect(page.locator(".card .badge", has_text="running").first).to_be_visible()
+            expect(cards).to_have_count(2, timeout=15_000)
+            expect(page.locator(".card .badge", has_text="running")).to_have_count(2)
             dead = page.locator('#summary [data-count="dead-letters"]')
             expect(dead).to_have_text(re.compile(r"^[1-9]\d* dead letters?$"), timeout=60_000)
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + (120 if for_readme else 60)
+            enough = 30 if for_readme else 10  # samples, 2 s apart
             while time.monotonic() < deadline:
                 drawn = [spark_values(c.locator(".spark-cpu path")) for c in cards.all()]
-                peaks = [max(values) for values in drawn if len(values) >= 10]
+                peaks = [max(values) for values in drawn if len(values) >= enough]
                 if peaks and max(peaks) >= 0.1:
                     break
                 page.wait_for_timeout(1000)
             else:
-                raise AssertionError("no demo agent drew 20 s of CPU with a visible peak")
-            ARTIFACTS.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "dashboard.png"))
-            target = os.environ.get("CPSTREAM_SCREENSHOT_DIR")
-            if target:
-                page.screenshot(path=str(os.path.join(target, "dashboard.png")))
+                raise AssertionError(f"no demo agent drew {enough} samples with a CPU peak")
+            screenshot(page, "dashboard.png", "article.card")
+
+            page.evaluate("location.hash = '#/messages/dead-letters'")
+            failure = page.locator("table.dead-letters .failure").first
+            expect(failure).to_have_text(re.compile(r"^retries exhausted: .+"))
+            screenshot(page, "dead-letters.png", "table.dead-letters")
 
         await browser.run(everything)

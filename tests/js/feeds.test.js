@@ -109,7 +109,7 @@ test("the event feed turns each poll tick into a polled snapshot for its subscri
   assert.deepEqual(heard[1], { type: "snapshot", polled: true, recent_events: [] });
 });
 
-test("usage series: seeded from the route, extended by frames, merged without duplicates", async () => {
+test("usage series: seeded from the route, extended by frames, no duplicates", async () => {
   const asked = [];
   const answers = [];
   const history = new UsageHistory((name) => {
@@ -193,7 +193,7 @@ test("after samples were missed, a (re)connect snapshot fetches the series again
   assert.equal(fetches, 2);
 });
 
-test("message counts: a burst of events fetches twice, and an older answer never wins", async () => {
+test("message counts: a burst fetches twice, and an older answer never wins", async () => {
   const answers = [];
   const stats = new MessageStats(() => {
     const d = deferred();

@@ -203,6 +203,7 @@ test("usage, restarts and the last exit come with snapshots and status changes",
   });
   assert.deepEqual(state.get("1").last_exit, { signal: "SIGKILL", at: "T1" });
   assert.equal(state.get("1").restarts, 2, "kept when the frame does not say");
+  assert.equal(state.get("1").usage, null, "nothing runs: no usage");
 
   applied(state, false, {
     type: "status_changed",
@@ -214,6 +215,9 @@ test("usage, restarts and the last exit come with snapshots and status changes",
   });
   assert.deepEqual(state.get("1").last_exit, { code: 1, at: "T2" });
   assert.equal(state.get("1").restarts, 3);
+  applied(state, false, { type: "usage_changed", instances: [{ id: "1", usage }] });
+  applied(state, false, { type: "status_changed", id: "1", status: "unhealthy", pid: 7 });
+  assert.deepEqual(state.get("1").usage, usage, "still running: the last sample stays");
 
   const back = applied(new Map([["1", { ...state.get("1"), archived_at: "T" }]]), true, {
     type: "instance_unarchived",

@@ -8,8 +8,8 @@ import {
   SPARK,
   pathPoints,
   spanText,
-  sparkMax,
   sparkPath,
+  sparkScale,
   sparkWindow,
 } from "../../cpstream/web/static/js/sparkline.js";
 import { USAGE_WINDOW_MS } from "../../cpstream/web/static/js/usage.js";
@@ -19,12 +19,31 @@ const series = (values, step = 2000) =>
   values.map((cpu, i) => ({ t: END - (values.length - 1 - i) * step, cpu }));
 const range = (start) => ({ start, end: END, max: 100 });
 
-test("the scale tops at the peak, never below the floor, never at 0", () => {
-  assert.equal(sparkMax([3, 7, 5], 100), 100);
-  assert.equal(sparkMax([30, 170, 5], 100), 170);
-  assert.equal(sparkMax([0, 0], 0), 1);
-  assert.equal(sparkMax([], 0), 1);
-  assert.equal(sparkMax([null, 4], 0), 4);
+test("a scale from zero tops at the peak, never below the floor, never at 0", () => {
+  assert.deepEqual(sparkScale([3, 7, 5], { floor: 100 }), { min: 0, max: 100 });
+  assert.deepEqual(sparkScale([30, 170, 5], { floor: 100 }), { min: 0, max: 170 });
+  assert.deepEqual(sparkScale([0, 0]), { min: 0, max: 1 });
+  assert.deepEqual(sparkScale([]), { min: 0, max: 1 });
+  assert.deepEqual(sparkScale([null, 4]), { min: 0, max: 4 });
+});
+
+test("a scale of the values' own range holds them all, a flat series in the middle", () => {
+  const mib = 1024 * 1024;
+  for (const values of [[50 * mib, 50.5 * mib, 52 * mib], [10, 90], [7, 7, 7], [0], [-5, 5]]) {
+    const { min, max } = sparkScale(values, { fromZero: false });
+    for (const v of values) assert.ok(v > min && v < max, `${v} in (${min}, ${max})`);
+  }
+  const flat = sparkScale([50 * mib, 50 * mib], { fromZero: false });
+  assert.equal((flat.min + flat.max) / 2, 50 * mib);
+  assert.ok(flat.max - flat.min >= mib, "a flat series is not blown up to the box");
+  const grows = [50 * mib, 51 * mib, 52 * mib].map((rss, i) => ({ t: END - (2 - i) * 2000, rss }));
+  const d = sparkPath(grows, "rss", {
+    start: END - 4000,
+    end: END,
+    ...sparkScale([50 * mib, 52 * mib], { fromZero: false }),
+  });
+  const ys = pathPoints(d).map(([, y]) => y);
+  assert.ok(ys[0] - ys[2] > SPARK.height / 2, `a 4 % growth fills most of the box: ${ys}`);
 });
 
 test("the range ends at the newest point and spans 1 to 10 minutes", () => {

@@ -6,6 +6,7 @@ import { test } from "node:test";
 import {
   MAX_SAMPLES,
   USAGE_WINDOW_MS,
+  exitIsBad,
   exitReason,
   formatBytes,
   formatCpu,
@@ -91,4 +92,17 @@ test("merging keeps both inputs as they were and fills a hole", () => {
   assert.equal(b.length, 1);
   assert.deepEqual(mergePoints([], []), []);
   assert.deepEqual(mergePoints([{ t: 0 }], [null]), [{ t: 0 }]);
+});
+
+test("a last exit is flagged after a crash or a failure, not after a stop", () => {
+  const at = "T";
+  const flagged = (status, last_exit) => exitIsBad({ status, last_exit });
+  assert.equal(flagged("stopped", { signal: 15, at }), false, "a stop's SIGTERM");
+  assert.equal(flagged("stopped", { signal: "SIGTERM", at }), false);
+  assert.equal(flagged("stopped", { code: 0, at }), false);
+  assert.equal(flagged("running", null), false);
+  assert.equal(flagged("crashed", { signal: 15, at }), true, "a SIGTERM nobody asked for");
+  assert.equal(flagged("crash_loop", { code: 0, at }), true);
+  assert.equal(flagged("running", { code: 3, at }), true, "restarted after exiting 3");
+  assert.equal(flagged("stopped", { signal: 9, at }), true, "killed after the stop timeout");
 });

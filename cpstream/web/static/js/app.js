@@ -1,5 +1,6 @@
-// The page shell: hash routing between the views, the streams each view
-// opens, and the header indicator that tells which mode is active.
+// The page shell: the streams the whole page shares, hash routing between the
+// views and the streams each view opens, the header summary, and the header
+// indicator that tells which mode is active.
 
 import { get, instancePath, post, streamUrl } from "./api.js";
 import { mountDashboard } from "./dashboard.js";

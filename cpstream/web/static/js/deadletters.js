@@ -80,7 +80,7 @@ export function mountDeadLetters(root, ctx) {
       h("td", {}, h("a", { href: messageHash(message.id) }, message.message_type)),
       h("td", {}, message.from_instance),
       h("td", {}, message.to_instance),
-      h("td", {}, `${message.attempts} of ${message.max_retries}`),
+      h("td", { title: `retries allowed: ${message.max_retries}` }, message.attempts),
       h("td", { class: "detail failure" }, failures.get(message.id) ?? "\u2026"),
       h("td", {}, replay),
     );

@@ -7,7 +7,7 @@ import { get, instancePath } from "./api.js";
 import { badge, setBadge, uptimeText } from "./dashboard.js";
 import { clock, h } from "./dom.js";
 import { POLL_MS } from "./live.js";
-import { MAX_LOG_LINES, actionsFor, mergeHistory, newTailLines } from "./model.js";
+import { FAILED, MAX_LOG_LINES, actionsFor, mergeHistory, newTailLines } from "./model.js";
 import { exitReason } from "./usage.js";
 import { UsageSparks, usageFacts } from "./usageview.js";
 
@@ -114,7 +114,13 @@ function describe(event) {
     case "status_changed":
       return [
         badge(event.status),
-        event.exit ? h("span", { class: "exit" }, exitReason(event.exit)) : null,
+        event.exit
+          ? h(
+              "span",
+              { class: FAILED.has(event.status) ? "exit bad" : "exit" },
+              exitReason(event.exit),
+            )
+          : null,
         event.pid ? h("span", { class: "muted" }, `pid ${event.pid}`) : null,
       ];
     case "instance_created":

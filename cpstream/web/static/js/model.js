@@ -34,7 +34,14 @@ function instanceFrom(source, base = INSTANCE_DEFAULTS) {
   return instance;
 }
 
-/** A status change: the new status and pid, and how the process ended when it did. */
+// Statuses with a live process group: only their latest usage sample means something.
+export const LIVE_STATUSES = new Set(["starting", "running", "unhealthy", "stopping"]);
+
+/**
+ * A status change: the new status and pid, how the process ended when it did
+ * (frames from before restarts were counted lack both: unchanged), and no
+ * usage once nothing runs (the next `usage_changed` brings a live one's).
+ */
 function changeStatus(known, frame) {
   known.pid = frame.pid;
   known.started_at = frame.started_at ?? known.started_at;
@@ -42,7 +49,7 @@ function changeStatus(known, frame) {
   if (Number.isInteger(frame.restarts)) known.restarts = frame.restarts;
   if (frame.last_exit !== undefined) known.last_exit = frame.last_exit;
   else if (frame.exit) known.last_exit = { ...frame.exit, at: frame.timestamp ?? null };
-  if (frame.usage !== undefined) known.usage = frame.usage;
+  if (!LIVE_STATUSES.has(frame.status)) known.usage = null;
 }
 
 /** Apply one `/ws/instances` frame to `instances` (a Map by id); returns the Map. */
@@ -96,7 +103,7 @@ export function sortedInstances(instances) {
 }
 
 const RUNS = new Set(["starting", "running", "unhealthy"]);
-const FAILED = new Set(["crashed", "crash_loop"]);
+export const FAILED = new Set(["crashed", "crash_loop"]);
 const DOWN = new Set(["stopped", ...FAILED]);
 
 /** Which actions make sense for an instance in its current state. */

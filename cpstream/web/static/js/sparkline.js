@@ -28,19 +28,29 @@ export function sparkWindow(points, windowMs = USAGE_WINDOW_MS, minMs = MIN_SPAN
   return { start, end };
 }
 
-/** The top of the scale: the highest value, never below `floor` (and never 0). */
-export function sparkMax(values, floor = 0) {
-  let top = floor;
-  for (const v of values) if (typeof v === "number" && v > top) top = v;
-  return top > 0 ? top : 1;
+/**
+ * The value range drawn. From zero (`fromZero`, as for CPU %: the height
+ * itself means something) up to the peak, never below `floor`; otherwise the
+ * values' own range with a margin (as for memory: the trend shows, the
+ * figures say how much), a flat series in the middle.
+ */
+export function sparkScale(values, { floor = 0, fromZero = true } = {}) {
+  const numbers = values.filter((v) => typeof v === "number");
+  if (fromZero) return { min: 0, max: Math.max(floor, ...numbers) || 1 };
+  if (numbers.length === 0) return { min: 0, max: 1 };
+  const lo = Math.min(...numbers);
+  const hi = Math.max(...numbers);
+  // A band at least 2 % of the value wide, so that noise does not fill the box.
+  const half = Math.max(hi - lo, Math.abs(hi) * 0.02, 1) * 0.6;
+  return { min: (hi + lo) / 2 - half, max: (hi + lo) / 2 + half };
 }
 
 /**
  * The SVG path of `points[i][key]` over time: x runs from `start` to `end`,
- * y from `max` (top) to 0 (bottom). A missing value or a gap longer than
- * `gapMs` starts a new segment; a lone point is drawn as a dot.
+ * y from `max` (top) to `min` (bottom, 0 by default). A missing value or a gap
+ * longer than `gapMs` starts a new segment; a lone point is drawn as a dot.
  */
-export function sparkPath(points, key, { start, end, max, ...options }) {
+export function sparkPath(points, key, { start, end, max, min = 0, ...options }) {
   const { width, height, pad, gapMs } = { ...SPARK, ...options };
   const span = height - 2 * pad;
   const parts = [];
@@ -58,7 +68,8 @@ export function sparkPath(points, key, { start, end, max, ...options }) {
       continue;
     }
     const x = round(((point.t - start) / (end - start)) * width);
-    const y = round(height - pad - (Math.min(value, max) / max) * span);
+    const clipped = Math.min(Math.max(value, min), max);
+    const y = round(height - pad - ((clipped - min) / (max - min)) * span);
     if (previous === null || point.t - previous > gapMs) {
       closeDot();
       parts.push(`M${x},${y}`);
@@ -85,11 +96,11 @@ export function spanText(ms) {
 
 /** One sparkline in a <figure>: a caption with its span, an <svg> with the line. */
 export class Sparkline {
-  /** `key` is the point field drawn, `floor` the least top of the scale, `format` the label's. */
-  constructor({ key, label, floor = 0, format }) {
+  /** `key`: the point field drawn; `scale`: `sparkScale`'s options; `format`: the label's. */
+  constructor({ key, label, scale = {}, format }) {
     this.key = key;
     this.label = label;
-    this.floor = floor;
+    this.scale = scale;
     this.format = format;
     this.svg = document.createElementNS(SVG, "svg");
     this.svg.setAttribute("class", `spark spark-${key}`);
@@ -111,9 +122,9 @@ export class Sparkline {
 
   update(points) {
     const values = points.map((p) => p[this.key]).filter((v) => typeof v === "number");
-    const max = sparkMax(values, this.floor);
+    const { min, max } = sparkScale(values, this.scale);
     const { start, end } = sparkWindow(points);
-    this.line.setAttribute("d", sparkPath(points, this.key, { start, end, max }));
+    this.line.setAttribute("d", sparkPath(points, this.key, { start, end, min, max }));
     this.span.textContent = points.length ? ` \u00b7 ${spanText(end - start)}` : "";
     this.svg.setAttribute(
       "aria-label",

@@ -1,6 +1,8 @@
 // Resource usage: reading a sample, formatting it, saying why a process ended,
 // and keeping a bounded, time-ordered series of samples. No DOM.
 
+import { FAILED } from "./model.js";
+
 export const USAGE_WINDOW_MS = 10 * 60 * 1000;
 export const SAMPLE_INTERVAL_MS = 2000;
 // Ten minutes of 2 s samples, plus slack for a tick that came early.
@@ -48,6 +50,20 @@ export function exitReason(exit) {
     return name ? `killed by ${name}` : `killed by signal ${number}`;
   }
   return Number.isInteger(exit.code) ? `exited ${exit.code}` : "";
+}
+
+/**
+ * Whether the last exit deserves attention: the instance crashed, or it ended
+ * with a failure code or a signal other than the SIGTERM of a stop.
+ */
+export function exitIsBad(instance) {
+  const exit = instance.last_exit;
+  if (!exit) return false;
+  if (FAILED.has(instance.status)) return true;
+  if (exit.signal !== undefined && exit.signal !== null) {
+    return exit.signal !== 15 && exit.signal !== "SIGTERM";
+  }
+  return Number.isInteger(exit.code) && exit.code !== 0;
 }
 
 /** "0.4%", "12%", "198%" (of one core); a dash without a figure. */

@@ -2,16 +2,15 @@
 // restarts, the last exit reason, and the CPU and memory sparklines.
 
 import { clock, h } from "./dom.js";
+import { LIVE_STATUSES } from "./model.js";
 import { Sparkline } from "./sparkline.js";
-import { exitReason, formatBytes, formatCpu } from "./usage.js";
+import { exitIsBad, exitReason, formatBytes, formatCpu } from "./usage.js";
 
 const DASH = "\u2014";
-// Statuses with a live process group, whose latest sample means something.
-const LIVE = new Set(["starting", "running", "unhealthy", "stopping"]);
 
 const count = (n) => (Number.isInteger(n) ? String(n) : DASH);
 const live = (instance, read) =>
-  LIVE.has(instance.status) && instance.usage ? read(instance.usage) : DASH;
+  LIVE_STATUSES.has(instance.status) && instance.usage ? read(instance.usage) : DASH;
 
 const FACTS = Object.freeze({
   cpu: ["CPU", (i) => live(i, (u) => formatCpu(u.cpu))],
@@ -33,11 +32,12 @@ export function usageFacts(keys) {
     rows: cells.map(({ dt, dd }) => [dt, dd]),
     update(instance) {
       for (const { key, dd } of cells) {
-        dd.textContent = FACTS[key][1](instance);
+        const text = FACTS[key][1](instance);
+        if (dd.textContent !== text) dd.textContent = text; // every 2 s on every card
         if (key === "last_exit") {
           const at = instance.last_exit?.at;
           dd.title = at ? `at ${clock(at)}` : "";
-          dd.classList.toggle("bad", Boolean(instance.last_exit) && instance.last_exit.code !== 0);
+          dd.classList.toggle("bad", exitIsBad(instance));
         }
       }
     },
@@ -49,8 +49,10 @@ export class UsageSparks {
   constructor(history, id) {
     this.history = history;
     this.id = id;
-    this.cpu = new Sparkline({ key: "cpu", label: "CPU", floor: 100, format: formatCpu });
-    this.rss = new Sparkline({ key: "rss", label: "Memory", format: formatBytes });
+    const cpuScale = { floor: 100, fromZero: true };
+    this.cpu = new Sparkline({ key: "cpu", label: "CPU", scale: cpuScale, format: formatCpu });
+    const rssScale = { fromZero: false };
+    this.rss = new Sparkline({ key: "rss", label: "Memory", scale: rssScale, format: formatBytes });
     this.el = h("div", { class: "sparks" }, this.cpu.el, this.rss.el);
     this.update();
   }
