@@ -194,6 +194,7 @@ async def test_a_dead_letter_is_replayed_from_the_ui_after_a_confirmation(browse
 
             button = row.get_by_role("button", name=re.compile("^Replay"))
             button.focus()
+            expect(button).to_be_focused()
             page.keyboard.press("Enter")
             dialog = page.get_by_role("dialog")
             expect(dialog).to_contain_text(f"goes back to {receiver}'s queue")
@@ -202,8 +203,11 @@ async def test_a_dead_letter_is_replayed_from_the_ui_after_a_confirmation(browse
             expect(dialog).to_have_count(0)
             expect(row).to_have_count(1)
 
+            expect(button).to_be_enabled()  # again, once its dialog's close event ran
             button.focus()
+            expect(button).to_be_focused()
             page.keyboard.press("Enter")
+            expect(dialog.get_by_role("button", name="Cancel")).to_be_focused()
             page.keyboard.press("Tab")
             expect(dialog.get_by_role("button", name="Replay")).to_be_focused()
             page.keyboard.press("Enter")
@@ -314,8 +318,13 @@ async def test_the_demo_shows_it_all_within_a_minute(browser, tabs, tmp_path):
             cards = page.locator("article.card")
             expect(cards).to_have_count(2, timeout=15_000)
             expect(page.locator(".card .badge", has_text="running")).to_have_count(2)
+            expect(page.locator("#mode")).to_have_text("Live")
             dead = page.locator('#summary [data-count="dead-letters"]')
-            expect(dead).to_have_text(re.compile(r"^[1-9]\d* dead letters?$"), timeout=60_000)
+            try:
+                expect(dead).to_have_text(re.compile(r"^[1-9]\d* dead letters?$"), timeout=60_000)
+            except AssertionError as error:
+                counts = page.evaluate("fetch('/api/messages/stats').then(r => r.json())")
+                raise AssertionError(f"{error}\nthe server counts {counts}") from None
             deadline = time.monotonic() + (120 if for_readme else 60)
             enough = 30 if for_readme else 10  # samples, 2 s apart
             while time.monotonic() < deadline:

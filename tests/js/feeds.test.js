@@ -220,3 +220,21 @@ test("message counts: a burst fetches twice, and an older answer never wins", as
   stats.onFrame({ type: "resumed" });
   assert.equal(answers.length, 3, "a reconnect refreshes the counts");
 });
+
+test("message counts: answers slower than the events still show, in order", async () => {
+  const answers = [];
+  const stats = new MessageStats(() => {
+    const d = deferred();
+    answers.push(d);
+    return d.promise;
+  }, clock);
+  const seen = [];
+  stats.subscribe((value) => seen.push(value.in_flight));
+  for (let i = 0; i < 5; i += 1) {
+    stats.onFrame({ type: "message_event", seq: i });
+    clock.advance(1000);
+    if (i > 0) answers[i - 1].resolve({ in_flight: i }); // each answers after the next asked
+    await flush();
+  }
+  assert.deepEqual(seen, [1, 2, 3, 4]);
+});

@@ -15,7 +15,7 @@ const COLUMNS = ["Dead since", "Type", "From", "To", "Attempts", "Failure", ""];
 
 /** Mount the dead-letter list in `root`; returns its teardown. */
 export function mountDeadLetters(root, ctx) {
-  const failures = new Map(); // id -> failure text, fetched once per dead letter
+  const failures = new Map(); // id -> failure text, fetched once per death
   const rows = new Map(); // id -> <tr>
   const body = h("tbody", {});
   const empty = h("p", { class: "empty", hidden: true }, "No dead letters.");
@@ -51,6 +51,7 @@ export function mountDeadLetters(root, ctx) {
   const remove = (id) => {
     rows.get(id)?.remove();
     rows.delete(id);
+    failures.delete(id); // if it dies again, it is for another reason
     empty.hidden = rows.size > 0;
   };
 
@@ -118,10 +119,9 @@ export function mountDeadLetters(root, ctx) {
   const stop = ctx.feeds.messages.subscribe((frame) => {
     if (frame.type === "snapshot") reload.call();
     else if (frame.type === "message_event") {
+      // A listed one's death is the one it shows (a replay would have removed it first).
       if (frame.event === "dead_lettered") {
-        remove(frame.message_id); // a replayed one that died again: a new failure to show
-        failures.delete(frame.message_id);
-        reload.call();
+        if (!rows.has(frame.message_id)) reload.call();
       }
       else if (rows.has(frame.message_id)) remove(frame.message_id); // replayed: no longer dead
     }

@@ -12,7 +12,8 @@ export class MessageStats {
   constructor(fetchStats, env = globalThis) {
     this.fetchStats = fetchStats;
     this.value = null;
-    this._round = 0;
+    this._round = 0; // the last request made
+    this._applied = 0; // the request whose answer is shown
     this._listeners = new Listeners();
     this._throttle = new Throttle(() => this._fetch(), STATS_EVERY_MS, env);
   }
@@ -38,7 +39,8 @@ export class MessageStats {
     } catch {
       return; // the header keeps the last counts; the indicator tells about the outage
     }
-    if (round !== this._round) return; // a later answer is on its way
+    if (round < this._applied) return; // a later request's answer is shown already
+    this._applied = round;
     this.value = value;
     this._listeners.emit(value);
   }
