@@ -193,7 +193,8 @@ test("after samples were missed, a (re)connect snapshot fetches the series again
   assert.equal(fetches, 2);
 });
 
-test("message counts: a burst fetches twice, and an older answer never wins", async () => {
+/** Message counts whose every fetch waits for the test to answer it; what they showed. */
+function pendingStats() {
   const answers = [];
   const stats = new MessageStats(() => {
     const d = deferred();
@@ -202,6 +203,11 @@ test("message counts: a burst fetches twice, and an older answer never wins", as
   }, clock);
   const seen = [];
   stats.subscribe((value) => seen.push(value.in_flight));
+  return { stats, answers, seen };
+}
+
+test("message counts: a burst fetches twice, and an older answer never wins", async () => {
+  const { stats, answers, seen } = pendingStats();
   for (let i = 0; i < 100; i += 1) {
     stats.onFrame({ type: "message_event", seq: i });
     clock.advance(5);
@@ -222,14 +228,7 @@ test("message counts: a burst fetches twice, and an older answer never wins", as
 });
 
 test("message counts: answers slower than the events still show, in order", async () => {
-  const answers = [];
-  const stats = new MessageStats(() => {
-    const d = deferred();
-    answers.push(d);
-    return d.promise;
-  }, clock);
-  const seen = [];
-  stats.subscribe((value) => seen.push(value.in_flight));
+  const { stats, answers, seen } = pendingStats();
   for (let i = 0; i < 5; i += 1) {
     stats.onFrame({ type: "message_event", seq: i });
     clock.advance(1000);
