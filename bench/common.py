@@ -44,6 +44,8 @@ def reference_frame(seq: int, status: str) -> bytes:
             "status": status,
             "pid": 4242,
             "started_at": None,
+            "restarts": 0,
+            "last_exit": None,
             "seq": seq,
             "timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         },

@@ -42,6 +42,28 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--no-receive", action="store_true", help="do not poll for messages")
     parser.add_argument("--send-to", help="send task.handoff messages to this instance")
     parser.add_argument("--send-every", type=float, default=3.0, help="seconds between sends")
+    parser.add_argument("--report-to", help="send numbered report.summary messages to this one")
+    parser.add_argument("--report-every", type=float, default=4.0, help="seconds between reports")
+    parser.add_argument(
+        "--flaky",
+        metavar="PREFIX",
+        help="messages whose type starts with PREFIX (numbered reports): fail every third"
+        " for good and the next one once, acknowledge the rest",
+    )
+    parser.add_argument(
+        "--burn-every", type=float, default=0.0, help="seconds between CPU bursts (0: none)"
+    )
+    parser.add_argument("--burn-for", type=float, default=5.0, help="seconds each burst lasts")
+    parser.add_argument(
+        "--burn-share", type=float, default=0.35, help="share of one core a burst uses"
+    )
+    parser.add_argument(
+        "--grow-every", type=float, default=0.0, help="seconds between memory steps (0: none)"
+    )
+    parser.add_argument("--grow-by", type=int, default=256 * 1024, help="bytes per step")
+    parser.add_argument(
+        "--grow-cap", type=int, default=16 * 1024 * 1024, help="bytes held at most, then freed"
+    )
     parser.add_argument(
         "--orphan-after",
         type=float,
@@ -72,7 +94,11 @@ class Agent:
         self._last_contact = reactor.seconds()
         self._beats = 0
         self._sent = 0
+        self._reports = 0
         self._lines = 0
+        self._burn_until = 0.0
+        self._burner: Any = None
+        self._ballast: list[bytes] = []
 
     def start(self) -> None:
         from twisted.internet.task import LoopingCall
@@ -102,6 +128,13 @@ class Agent:
             self._reactor.callLater(0, self._receive)
         if self._options.send_to:
             self._every(self._options.send_every, self._send)
+        if self._options.report_to:
+            self._every(self._options.report_every, self._report)
+        if self._options.burn_every > 0:
+            self._reactor.callLater(min(3.0, self._options.burn_every), self._burn)
+            self._every(self._options.burn_every, self._burn)
+        if self._options.grow_every > 0:
+            self._every(self._options.grow_every, self._grow)
 
     def _every(self, seconds: float, work: Any) -> None:
         from twisted.internet.task import LoopingCall
@@ -146,6 +179,40 @@ class Agent:
     def _crash(self) -> None:
         log("ERROR", f"{self.name} crashing on purpose")
         os._exit(3)
+
+    def _burn(self) -> None:
+        """A CPU burst: ``--burn-share`` of each 10 ms spent spinning, for ``--burn-for`` s
+        (in slices, so health checks and messages are still answered)."""
+        from twisted.internet.task import LoopingCall
+
+        self._burn_until = self._reactor.seconds() + self._options.burn_for
+        log(
+            "INFO",
+            f"burning {self._options.burn_share:.0%} of a core for {self._options.burn_for:g}s",
+        )
+        if self._burner is None or not self._burner.running:
+            self._burner = LoopingCall(self._burn_slice)
+            self._burner.clock = self._reactor
+            self._burner.start(0.01)
+
+    def _burn_slice(self) -> None:
+        if self._reactor.seconds() >= self._burn_until:
+            self._burner.stop()
+            return
+        spin = time.perf_counter() + 0.01 * self._options.burn_share
+        while time.perf_counter() < spin:
+            pass
+
+    def _grow(self) -> None:
+        """Hold ``--grow-by`` more bytes (touched, so they count as resident); past
+        ``--grow-cap`` let go of all of it and start over."""
+        if len(self._ballast) * self._options.grow_by >= self._options.grow_cap:
+            self._ballast.clear()
+            log("INFO", "released the memory held")
+            return
+        self._ballast.append(b"\x01" * self._options.grow_by)
+        held = len(self._ballast) * self._options.grow_by
+        log("INFO", f"holding {held / 1024 / 1024:.2f} MiB more")
 
     def _request(self, method: str, path: str, body: Any = None, **kwargs: Any):
         data = None if body is None else json.dumps(body).encode()
@@ -193,7 +260,12 @@ class Agent:
             f" payload={json.dumps(message.get('payload'))}",
         )
         lease = {"lease_id": message.get("lease_id")}
-        if self._options.refuse_messages:
+        flaky = self._flaky(message)
+        if flaky is not None:
+            action = self._request(
+                "POST", f"/api/messages/{message['id']}/fail", {**lease, "detail": flaky}
+            )
+        elif self._options.refuse_messages:
             action = self._request(
                 "POST",
                 f"/api/messages/{message['id']}/fail",
@@ -204,6 +276,21 @@ class Agent:
         action.addCallback(self._contact)
         action.addErrback(lambda f: log("ERROR", f"acknowledge failed: {f.value!r}"))
         action.addBoth(lambda _: self._reactor.callLater(0, self._receive))
+
+    def _flaky(self, message: dict[str, Any]) -> str | None:
+        """Why a ``--flaky`` message fails this time, or ``None`` to acknowledge it."""
+        prefix = self._options.flaky
+        if not prefix or not str(message.get("message_type", "")).startswith(prefix):
+            return None
+        payload = message.get("payload")
+        number = payload.get("report") if isinstance(payload, dict) else None
+        if not isinstance(number, int):
+            return None
+        if number % 3 == 0:
+            return f"report {number}: the data source is down (fails on purpose, every time)"
+        if number % 3 == 1 and message.get("attempts") == 1:
+            return f"report {number}: timed out (fails on purpose, once)"
+        return None
 
     def _receive_failed(self, failure: Any) -> None:
         self._reactor.callLater(2.0, self._receive)
@@ -226,6 +313,18 @@ class Agent:
                 f"{answer.get('id') or answer.get('error')}",
             )
         )
+        return d
+
+    def _report(self) -> Any:
+        self._reports += 1
+        body = {
+            "from_instance": self.name,
+            "to_instance": self._options.report_to,
+            "message_type": "report.summary",
+            "payload": {"report": self._reports},
+        }
+        d = self._request("POST", "/api/messages", body, timeout=10)
+        d.addCallback(self._contact)
         return d
 
 

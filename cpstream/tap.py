@@ -26,18 +26,21 @@ from cpstream.domain.inbox import Inbox
 from cpstream.domain.logfiles import SIZE_CAP, LogFiles
 from cpstream.domain.logtail import LogTails
 from cpstream.domain.messaging import Messaging
+from cpstream.domain.meter import Meter
 from cpstream.domain.registry import Registry
 from cpstream.domain.retention import DEFAULT_RETENTION, Retention
 from cpstream.domain.routing import RoutingRules
 from cpstream.domain.store import Store
 from cpstream.domain.supervisor import Supervisor
 from cpstream.domain.tokens import operator_token
+from cpstream.domain.usage import INTERVAL, GroupReader, UsageSampler, in_thread
 from cpstream.service import ControlPlane, WebService
 from cpstream.streams.connections import Streams
 from cpstream.streams.settings import prepare_frame
 from cpstream.web.api import ControlAPI
 from cpstream.web.auth import Authenticator, LoginCodes, Sessions
 from cpstream.web.guard import Guard
+from cpstream.web.metrics import ControlPlaneCollector, Metrics, MetricsResource
 from cpstream.web.probe import HttpProbe
 from cpstream.web.site import ControlPlaneSite, build_root
 from cpstream.web.streams import build_streams
@@ -125,6 +128,13 @@ class Options(usage.Options):
             "How long finished messages and event history are kept (e.g. 7d, 12h, 3600).",
             _duration,
         ],
+        [
+            "usage-interval",
+            None,
+            INTERVAL,
+            "Seconds between resource samples (CPU, memory, ...) of running instances.",
+            _positive_float,
+        ],
     ]
     optFlags = [
         ["demo", None, "On an empty data dir, create and start two demo agents."],
@@ -197,20 +207,32 @@ def makeService(config: Options, reactor: Any = None) -> ControlPlane:  # noqa: 
     threaded = IReactorThreads.providedBy(reactor)
     store = Store.open(data_dir / "cp.db", autocheckpoint=not threaded)
     checkpointer: tuple[Any, ...] = (Checkpointer(store.path, reactor),) if threaded else ()
-    instances_hub = Hub(reactor, prepare=prepare_frame, seq=store.instance_events.last_id())
-    messages_hub = Hub(reactor, prepare=prepare_frame, seq=store.messages.last_event_id())
+    meter = Meter()
+    instances_hub, messages_hub = (
+        Hub(reactor, prepare=prepare_frame, seq=seq, meter=meter, kind=kind)
+        for kind, seq in (
+            ("instances", store.instance_events.last_id()),
+            ("messages", store.messages.last_event_id()),
+        )
+    )
     registry = Registry(store, instances_hub, reactor, default_command())
     logs = LogFiles(data_dir, size_cap=config["log-size-cap"])
     logs.adopt_named(registry.all(include_archived=True))
     supervisor = Supervisor(reactor, registry, logs, HttpProbe(reactor))
     rules = RoutingRules(store.rules, registry, reactor)
-    messaging = Messaging(store, messages_hub, reactor, rules)
+    messaging = Messaging(store, messages_hub, reactor, rules, meter=meter)
     inbox = Inbox(messaging, reactor)
     worker = DeliveryWorker(messaging, reactor)
-    api = ControlAPI(registry, supervisor, logs, rules, messaging, inbox)
-    streams = Streams(reactor, config["idle-timeout"], config["max-connections"])
+    sampler = UsageSampler(
+        registry, reactor, in_thread(reactor, GroupReader()), interval=config["usage-interval"]
+    )
+    api = ControlAPI(registry, supervisor, logs, rules, messaging, inbox, sampler)
+    streams = Streams(reactor, config["idle-timeout"], config["max-connections"], meter=meter)
     tails = LogTails(
-        reactor, inotify=_inotify(reactor), secret=bytes.fromhex(store.meta.get("secret"))
+        reactor,
+        inotify=_inotify(reactor),
+        secret=bytes.fromhex(store.meta.get("secret")),
+        meter=meter,
     )
     logs.when_capped(tails.capped)
     logs.when_removed(tails.removed)
@@ -227,12 +249,16 @@ def makeService(config: Options, reactor: Any = None) -> ControlPlane:  # noqa: 
         LoginCodes(),
         required=config["auth"] == "token",
     )
+    metrics = Metrics(
+        ControlPlaneCollector(registry, supervisor, sampler, messaging, streams, meter), meter
+    )
     site = ControlPlaneSite(
-        build_root(api.app.resource(), ws, auth),
+        build_root(api.app.resource(), ws, auth, MetricsResource(metrics)),
         guard,
         reactor,
         auth,
         access_log=not config["no-access-log"],
+        meter=meter,
     )
     scheme = "https" if config["listen"].startswith("ssl:") else "http"
     web = WebService(endpoints.serverFromString(reactor, config["listen"]), site, scheme)
@@ -244,7 +270,7 @@ def makeService(config: Options, reactor: Any = None) -> ControlPlane:  # noqa: 
         web,
         supervisor,
         streams=streams,
-        workers=(*checkpointer, inbox, worker, retention),
+        workers=(*checkpointer, inbox, worker, retention, sampler),
         on_ready=on_ready,
         registry=registry,
         hubs={"instances": instances_hub, "messages": messages_hub},

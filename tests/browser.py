@@ -1,4 +1,6 @@
-"""A real headless Chromium for the dashboard tests, driven from the reactor.
+"""A real headless Chromium for the dashboard tests, driven from the reactor, and what
+every dashboard test module shares: its fixtures (a browser, a daemon, tabs checked for
+console errors) and helpers (agents on free ports, card locators).
 
 Playwright's sync API blocks, so every call runs on one dedicated thread
 (Playwright objects belong to the thread that made them) while the reactor
@@ -9,18 +11,33 @@ from __future__ import annotations
 
 import os
 import re
+import socket
+import sys
 import tempfile
 import threading
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+import pytest_twisted
 from twisted.internet import reactor as global_reactor
 from twisted.internet import threads
 from twisted.python.threadpool import ThreadPool
 
-from tests.support import TOKENS
+from tests.support import (
+    TOKENS,
+    Daemon,
+    create,
+    get_json,
+    kill_processes_with,
+    post_json,
+    sleep,
+)
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -175,3 +192,102 @@ class Tab:
 
     def close(self) -> None:
         self.page.close()
+
+
+# -- what the dashboard test modules share ------------------------------------------
+
+AGENT = [sys.executable, "-m", "cpstream.agent"]
+HTTP_404 = r"^Failed to load resource: the server responded with a status of 404"
+HTTP_409 = r"^Failed to load resource: the server responded with a status of 409"
+WS_REFUSED = r"^WebSocket connection to 'ws://127\.0\.0\.1:\d+/ws/[^']*' failed"
+FETCH_REFUSED = r"^Failed to load resource: net::ERR_CONNECTION_REFUSED"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+async def new_agent(daemon: Daemon, name: str, *flags: str, start: bool = False) -> dict:
+    """An instance of the demo agent on a free port, optionally started and running."""
+    command = [*AGENT, *flags]
+    body = await create(daemon.url, name, port=free_port(), command=command, health="http")
+    if start:
+        code, answer = await post_json(f"{daemon.url}/api/instances/{name}/start")
+        assert code == 200, answer
+        await until_running(daemon, name)
+    return body
+
+
+async def until_running(daemon: Daemon, name: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        _, body = await get_json(f"{daemon.url}/api/instances/{name}")
+        if body.get("status") == "running":
+            return
+        assert time.monotonic() < deadline, f"{name} is not running: {body}"
+        await sleep(0.1)
+
+
+def card(page: Any, name: str) -> Any:
+    return page.locator(f'article.card[data-instance="{name}"]')
+
+
+def expect(target: Any) -> Any:
+    from playwright.sync_api import expect as playwright_expect
+
+    return playwright_expect(target)
+
+
+@pytest.fixture(scope="module")
+def chromium() -> None:
+    require_chromium()
+
+
+@pytest_twisted.async_yield_fixture(scope="module")
+async def browser(chromium: None) -> AsyncIterator[Browser]:
+    running = await Browser().start()
+    try:
+        yield running
+    finally:
+        await running.stop()
+
+
+@asynccontextmanager
+async def running_daemon(data_dir: Path, *args: str) -> AsyncIterator[Daemon]:
+    """A daemon of its own for one test; stopped afterwards, with every child it started."""
+    daemon = await Daemon(data_dir, *args).start()
+    url = daemon.url
+    try:
+        yield daemon
+    finally:
+        await daemon.stop()
+        kill_processes_with("CPSTREAM_URL", url)
+
+
+@pytest_twisted.async_yield_fixture(scope="module")
+async def ui(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Daemon]:
+    async with running_daemon(tmp_path_factory.mktemp("ui-data")) as daemon:
+        yield daemon
+
+
+@pytest_twisted.async_yield_fixture
+async def tabs(browser: Browser) -> AsyncIterator[Any]:
+    """Opens tabs; afterwards fails the test if any logged an unexpected error."""
+    opened: list[Tab] = []
+
+    async def open_tab(url: str) -> Tab:
+        tab = await browser.open(url)
+        opened.append(tab)
+        return tab
+
+    yield open_tab
+    problems = [p for tab in opened for p in tab.unexpected()]
+    for tab in opened:
+        await browser.run(tab.close)
+    assert not problems, "the page logged errors:\n" + "\n".join(problems)

@@ -8,6 +8,9 @@ the oracles compare those models with the truth:
 * after its last snapshot (or resume point) a hub view received exactly the rows
   of the event table its filter accepts, in order, once each, as they are stored;
 * seq strictly increases on every connection, except at a snapshot;
+* a ``usage_changed`` frame has no seq and names only instances the view has live
+  (the sampler publishes in the same turn it checks), and the restarts and last exit
+  the view shows are REST's;
 * a log view received every line on disk (``daemon.log`` and ``.1`` ... ``.5``)
   from where it started, once each, in order, or an explicit ``gap``.
 
@@ -27,6 +30,7 @@ from typing import Any
 
 from twisted.internet import defer
 
+from cpstream.domain.instances import LIVE
 from tests import wsraw
 from tests.hardening import raw
 from tests.support import (
@@ -122,11 +126,20 @@ class Checker:
             str(log_cap),
             "--max-connections",
             "200",
+            "--usage-interval",
+            "0.25",
         )
         self.views: list[View] = []
         self.written = 0
         self.partial: dict[str, bytes] = {}
-        self.stats = {"events": 0, "resyncs": 0, "resumes": 0, "gaps": 0, "lines": 0}
+        self.stats = {
+            "events": 0,
+            "resyncs": 0,
+            "resumes": 0,
+            "gaps": 0,
+            "lines": 0,
+            "usage": 0,
+        }
 
     @property
     def url(self) -> str:
@@ -317,6 +330,10 @@ class Checker:
                 last = frame["seq"]
             elif frame["type"] == "resumed":
                 last = frame["since"]
+            elif frame["type"] == "usage_changed":
+                if "seq" in frame:
+                    raise Violation(f"{view.path}: a usage_changed with a seq: {frame}")
+                self.stats["usage"] += 1
             elif "seq" in frame:
                 if last is not None and frame["seq"] <= last:
                     raise Violation(f"{view.path}: seq {frame['seq']} after {last}")
@@ -328,7 +345,16 @@ class Checker:
         for frame in view.frames:
             apply_instance_frame(model, frame, include)
         code, listed = await self.call("GET", f"/instances?include_archived={str(include).lower()}")
-        keys = ("name", "status", "port", "pid", "started_at", "archived_at")
+        keys = (
+            "name",
+            "status",
+            "port",
+            "pid",
+            "started_at",
+            "archived_at",
+            "restarts",
+            "last_exit",
+        )
         truth = {i["id"]: {k: i[k] for k in keys} for i in listed}
         seen = {i: {k: m.get(k) for k in keys} for i, m in model.items()}
         if seen != truth:
@@ -436,6 +462,12 @@ def apply_instance_frame(model: dict[str, dict], frame: dict, include: bool) -> 
     elif kind == "status_changed" and known is not None:
         known.update(pid=frame["pid"], started_at=frame["started_at"])
         known["status"] = "archived" if known.get("archived_at") else frame["status"]
+        known.update({k: frame[k] for k in ("restarts", "last_exit") if k in frame})
+    elif kind == "usage_changed":
+        for entry in frame["instances"]:
+            sampled = model.get(entry["id"])
+            if sampled is None or sampled["status"] not in LIVE:
+                raise Violation(f"usage of {entry['name']}, which the view has not live")
     elif kind == "instance_archived":
         if known is not None and include:
             known.update(archived_at=frame["timestamp"], status="archived")
@@ -450,6 +482,8 @@ def apply_instance_frame(model: dict[str, dict], frame: dict, include: bool) -> 
             "pid": None,
             "started_at": None,
             "archived_at": None,
+            "restarts": frame.get("restarts", known and known.get("restarts")),
+            "last_exit": frame.get("last_exit", known and known.get("last_exit")),
         }
     elif kind == "instance_deleted":
         model.pop(frame["id"], None)

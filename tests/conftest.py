@@ -14,7 +14,15 @@ from twisted.internet import reactor as global_reactor
 from twisted.logger import formatEvent, globalLogPublisher
 
 from cpstream.tap import Options, makeService
-from tests.support import RUN_MARKER, Daemon, World, authorize, kill_processes_with, read_token
+from tests.support import (
+    RUN_MARKER,
+    SLEEPER,
+    Daemon,
+    World,
+    authorize,
+    kill_processes_with,
+    read_token,
+)
 
 # Every process a test starts (daemons and their instances) inherits this
 # marker, so that nothing outlives the session even when a test fails.
@@ -105,9 +113,30 @@ async def cp(data_dir: Path) -> AsyncIterator[RunningControlPlane]:
         kill_processes_with("CPSTREAM_URL", url)
 
 
+@pytest.fixture
+def supervised(tmp_path: Path) -> Any:
+    """A world of real SLEEPER children with a started supervisor (``.supervisor``)."""
+    made = World(tmp_path, command=SLEEPER)
+    made.supervisor = made.new_supervisor()
+    yield made
+    made.close()
+
+
+@pytest_twisted.async_yield_fixture
+async def sampling_daemon(data_dir: Path) -> AsyncIterator[Daemon]:
+    """A real daemon that samples usage every 0.25 s."""
+    async for running in _daemon(data_dir, "--usage-interval", "0.25"):
+        yield running
+
+
 @pytest_twisted.async_yield_fixture
 async def daemon(data_dir: Path) -> AsyncIterator[Daemon]:
-    running = Daemon(data_dir)
+    async for running in _daemon(data_dir):
+        yield running
+
+
+async def _daemon(data_dir: Path, *args: str) -> AsyncIterator[Daemon]:
+    running = Daemon(data_dir, *args)
     await running.start()
     url = running.url
     try:

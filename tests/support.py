@@ -50,6 +50,11 @@ async def wait_for(predicate: Any, timeout: float = 10.0, step: float = 0.02) ->
         await task.deferLater(global_reactor, step, lambda: None)
 
 
+def sequenced(frames: Any) -> list[dict]:
+    """The frames that carry a ``seq`` (``usage_changed`` carries none: it is not history)."""
+    return [f for f in frames if "seq" in f]
+
+
 def sleep(seconds: float) -> defer.Deferred:
     """A Deferred that fires after ``seconds`` of reactor time."""
     return task.deferLater(global_reactor, seconds, lambda: None)

@@ -21,6 +21,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from cpstream.domain.supervisor import Supervisor
+from cpstream.domain.usage import GroupReader, UsageSampler
 from cpstream.web.api import ControlAPI
 from cpstream.web.site import build_root
 from tests.support import SLEEPER, World, create, delete_json, get_json, post_json
@@ -57,8 +58,9 @@ class StubAPI:
     def __init__(self, world: World) -> None:
         # Never started: no child is spawned and no timer runs.
         supervisor = Supervisor(world.reactor, world.registry, world.logs, world.probe)
+        usage = UsageSampler(world.registry, world.clock, GroupReader())
         api = ControlAPI(
-            world.registry, supervisor, world.logs, world.rules, world.messaging, world.inbox
+            world.registry, supervisor, world.logs, world.rules, world.messaging, world.inbox, usage
         )
         self.world = world
         self.client = StubTreq(build_root(api.app.resource()))
@@ -123,6 +125,9 @@ def test_create_answers_201_with_the_instance(api):
         "created_at": CREATED_AT,
         "started_at": None,
         "archived_at": None,
+        "usage": None,
+        "restarts": 0,
+        "last_exit": None,
     }
     assert api.get("/instances/a") == (200, created)
     assert api.get("/instances") == (200, [created])

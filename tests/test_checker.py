@@ -35,7 +35,7 @@ from tests.support import ARTIFACTS, kill_processes_with, sleep
 
 SOAK = os.environ.get("CPSTREAM_SOAK") == "1"
 NAMES = st.sampled_from(["a", "b", "c"])
-TOTALS = {"runs": 0, "events": 0, "resyncs": 0, "resumes": 0, "gaps": 0, "lines": 0}
+TOTALS = {"runs": 0, "events": 0, "resyncs": 0, "resumes": 0, "gaps": 0, "lines": 0, "usage": 0}
 
 
 class StreamIntegrity(RuleBasedStateMachine):
@@ -256,7 +256,8 @@ TestStreamIntegrity = StreamIntegrity.TestCase
 
 
 def test_zz_checker_figures() -> None:
-    """(Report) the checker's figures: events checked, resyncs, resumes, gaps, lines."""
+    """(Report) the checker's figures: events checked, resyncs, resumes, gaps, lines, usage
+    frames."""
     print(f"stream-integrity checker: {json.dumps(TOTALS)}")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     (ARTIFACTS / "checker.json").write_text(json.dumps(TOTALS, indent=2))

@@ -173,10 +173,13 @@ async def test_instances_lifecycle(daemon):
     header, *rows = out.splitlines()
     assert header.split() == ["NAME", "STATUS", "PID", "PORT", "UPTIME", "RESTARTS"]
     a_row, b_row = (row.split() for row in rows)
-    assert a_row[:2] == ["a", "running"] and a_row[2].isdigit() and a_row[5] == "-"
+    assert a_row[:2] == ["a", "running"] and a_row[2].isdigit() and a_row[5] == "0"
     assert (b_row[0], b_row[3]) == ("b", "19501")
     code, out = await cli(daemon, "stop", "a", "b")
     assert code == 0 and out.split() == ["a", "stopped", "b", "stopped"], out
+    await cli(daemon, "start", "a")
+    code, out = await cli(daemon, "stop", "a")
+    assert [i["restarts"] for i in await cli_json(daemon, "ls")] == [1, 0]
     code, out = await cli(daemon, "archive", "b")
     assert (code, out.split()) == (0, ["b", "archived"])
     assert [i["name"] for i in await cli_json(daemon, "ls")] == ["a"]

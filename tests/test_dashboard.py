@@ -3,22 +3,30 @@
 from __future__ import annotations
 
 import re
-import socket
 import sys
 import time
-import uuid
-from collections.abc import AsyncIterator
+from collections import Counter
 from pathlib import Path
-from typing import Any
 
-import pytest
 import pytest_twisted
 
-from tests.browser import Browser, Tab, require_chromium
+from tests import browser as kit
+from tests.browser import (
+    AGENT,
+    FETCH_REFUSED,
+    HTTP_404,
+    HTTP_409,
+    WS_REFUSED,
+    card,
+    expect,
+    free_port,
+    new_agent,
+    running_daemon,
+    unique,
+)
 from tests.support import (
     ARTIFACTS,
     Daemon,
-    create,
     get_json,
     instance_log,
     kill_processes_with,
@@ -28,95 +36,10 @@ from tests.support import (
 )
 from tests.wsclient import WSClient
 
-AGENT = [sys.executable, "-m", "cpstream.agent"]
 POLL_INSTANCES_S = 5.0
-HTTP_404 = r"^Failed to load resource: the server responded with a status of 404"
-HTTP_409 = r"^Failed to load resource: the server responded with a status of 409"
-WS_REFUSED = r"^WebSocket connection to 'ws://127\.0\.0\.1:\d+/ws/[^']*' failed"
-FETCH_REFUSED = r"^Failed to load resource: net::ERR_CONNECTION_REFUSED"
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:6]}"
-
-
-async def new_agent(daemon: Daemon, name: str, *flags: str, start: bool = False) -> dict:
-    """An instance of the demo agent on a free port, optionally started and running."""
-    command = [*AGENT, *flags]
-    body = await create(daemon.url, name, port=free_port(), command=command, health="http")
-    if start:
-        code, answer = await post_json(f"{daemon.url}/api/instances/{name}/start")
-        assert code == 200, answer
-        await until_running(daemon, name)
-    return body
-
-
-async def until_running(daemon: Daemon, name: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        _, body = await get_json(f"{daemon.url}/api/instances/{name}")
-        if body.get("status") == "running":
-            return
-        assert time.monotonic() < deadline, f"{name} is not running: {body}"
-        await sleep(0.1)
-
-
-def card(page: Any, name: str) -> Any:
-    return page.locator(f'article.card[data-instance="{name}"]')
-
-
-def expect(target: Any) -> Any:
-    from playwright.sync_api import expect as playwright_expect
-
-    return playwright_expect(target)
-
-
-@pytest.fixture(scope="module")
-def chromium() -> None:
-    require_chromium()
-
-
-@pytest_twisted.async_yield_fixture(scope="module")
-async def browser(chromium: None) -> AsyncIterator[Browser]:
-    running = await Browser().start()
-    try:
-        yield running
-    finally:
-        await running.stop()
-
-
-@pytest_twisted.async_yield_fixture(scope="module")
-async def ui(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Daemon]:
-    daemon = await Daemon(tmp_path_factory.mktemp("ui-data")).start()
-    url = daemon.url
-    try:
-        yield daemon
-    finally:
-        await daemon.stop()
-        kill_processes_with("CPSTREAM_URL", url)
-
-
-@pytest_twisted.async_yield_fixture
-async def tabs(browser: Browser) -> AsyncIterator[Any]:
-    """Opens tabs; afterwards fails the test if any logged an unexpected error."""
-    opened: list[Tab] = []
-
-    async def open_tab(url: str) -> Tab:
-        tab = await browser.open(url)
-        opened.append(tab)
-        return tab
-
-    yield open_tab
-    problems = [p for tab in opened for p in tab.unexpected()]
-    for tab in opened:
-        await browser.run(tab.close)
-    assert not problems, "the page logged errors:\n" + "\n".join(problems)
+# The shared fixtures (tests/browser.py), under the names the tests ask for.
+chromium, browser, ui, tabs = kit.chromium, kit.browser, kit.ui, kit.tabs
 
 
 @pytest_twisted.ensureDeferred
@@ -413,10 +336,12 @@ async def test_outage_falls_back_to_polling_and_recovers(browser, tabs, tmp_path
         await browser.run(lambda: expect(tab.page.locator("#mode")).to_have_text("Live"))
         mode = tab.page.locator("#mode")
 
-        assert tab.sockets == [f"{daemon.url.replace('http', 'ws')}/ws/instances"]
+        base = daemon.url.replace("http", "ws")
+        shared = [f"{base}/ws/instances", f"{base}/ws/messages"]
+        assert sorted(tab.sockets) == shared, "one socket per shared stream, none per view"
 
         await daemon.stop()
-        down = time.monotonic()
+        down, down_at = time.monotonic(), reactor.seconds()
         await browser.run(lambda: expect(mode).to_have_attribute("data-mode", "reconnecting"))
         await browser.run(
             lambda: expect(mode).to_have_text(
@@ -424,8 +349,21 @@ async def test_outage_falls_back_to_polling_and_recovers(browser, tabs, tmp_path
             )
         )
         to_polling = time.monotonic() - down
-        assert len(tab.sockets) == 3, "polling must start at the third consecutive failure"
+        attempts = Counter(url.split("?")[0] for url in tab.sockets)
+        assert max(attempts.values()) == 3, f"polling starts at a third failure: {attempts}"
         await browser.run(lambda: expect(mode).to_contain_text("unreachable"))
+        # Each shared stream polls after its own third failure: instances, and message counts.
+        polled = ("/api/instances?include_archived=false", "/api/messages/stats")
+
+        def both_poll() -> None:
+            deadline = time.monotonic() + 20
+            while not all(
+                any(t > down_at and url.endswith(p) for t, url in tab.requests) for p in polled
+            ):
+                assert time.monotonic() < deadline, "a shared stream did not fall back to polling"
+                tab.page.wait_for_timeout(100)  # the page's events reach us while we wait here
+
+        await browser.run(both_poll)
 
         daemon = Daemon(tmp_path / "outage", port=daemon.port)
         await daemon.start()
@@ -501,9 +439,9 @@ async def test_refused_streams_poll_and_still_show_changes(browser, tabs, tmp_pa
 
 @pytest_twisted.ensureDeferred
 async def test_screenshot_narrow_and_keyboard(browser, tabs, tmp_path):
-    """Demo-like dashboard screenshot; usable at 390 px; actions reachable by keyboard."""
-    daemon = await Daemon(tmp_path / "shot").start()
-    try:
+    """Demo-like dashboard screenshot; every view readable at 360 px (no sideways scroll);
+    actions reachable by keyboard."""
+    async with running_daemon(tmp_path / "shot") as daemon:
         await new_agent(daemon, "agent-2", start=True)
         await new_agent(daemon, "agent-1", "--send-to", "agent-2", start=True)
         await post_json(
@@ -513,6 +451,10 @@ async def test_screenshot_narrow_and_keyboard(browser, tabs, tmp_path):
         await new_agent(daemon, "retired")
         await post_json(f"{daemon.url}/api/instances/retired/archive")
         await new_agent(daemon, "agent-3")
+        deadline = time.monotonic() + 15
+        while not (messages := (await get_json(f"{daemon.url}/api/messages?limit=1"))[1]):
+            assert time.monotonic() < deadline, "agent-1 sent no message"
+            await sleep(0.2)
         tab = await tabs(f"{daemon.url}/")
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
 
@@ -521,15 +463,23 @@ async def test_screenshot_narrow_and_keyboard(browser, tabs, tmp_path):
             page.get_by_label("Show archived").check()
             expect(page.locator("article.card")).to_have_count(4)
             expect(card(page, "agent-1").locator(".uptime")).to_have_text(re.compile(r"\ds$"))
-            page.screenshot(path=str(ARTIFACTS / "dashboard.png"))
+            page.screenshot(path=str(ARTIFACTS / "instances.png"))
 
-            page.set_viewport_size({"width": 390, "height": 844})
-            for route in ("#/", "#/instances/agent-2", "#/messages"):
+            page.set_viewport_size({"width": 360, "height": 780})
+            for route in (
+                "#/",
+                "#/instances/agent-2",
+                "#/messages",
+                "#/messages/dead-letters",
+                f"#/messages/{messages[0]['id']}",
+            ):
                 page.evaluate(f"location.hash = '{route}'")
                 page.locator("main > *").first.wait_for()
+                page.wait_for_timeout(300)
                 width = page.evaluate("document.documentElement.scrollWidth")
-                assert width <= 390, f"{route} overflows a 390 px screen: {width} px"
-            page.screenshot(path=str(ARTIFACTS / "messages-narrow.png"))
+                shot = re.sub(r"[^a-z0-9]+", "-", route).strip("-") or "dashboard"
+                page.screenshot(path=str(ARTIFACTS / f"narrow-{shot}.png"))
+                assert width <= 360, f"{route} overflows a 360 px screen: {width} px"
             page.set_viewport_size({"width": 1280, "height": 800})
 
             page.evaluate("location.hash = '#/'")
@@ -552,9 +502,6 @@ async def test_screenshot_narrow_and_keyboard(browser, tabs, tmp_path):
             expect(page.get_by_role("dialog")).to_have_count(0)
 
         await browser.run(steps)
-    finally:
-        await daemon.stop()
-        kill_processes_with("CPSTREAM_URL", daemon.url)
 
 
 @pytest_twisted.ensureDeferred

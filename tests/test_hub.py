@@ -7,7 +7,7 @@ import json
 import pytest
 from twisted.internet.task import Clock
 
-from cpstream.domain.hub import Hub
+from cpstream.domain.hub import Hub, encode
 from tests.support import Recorder
 
 
@@ -240,3 +240,49 @@ def test_isotime_is_datetimes_format_to_the_microsecond():
             seconds = round(seconds, rng.randint(0, 6)) + rng.choice((0, 4.9999995e-7))
         expected = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         assert isotime(seconds) == expected, seconds
+
+
+def test_a_broadcast_has_no_seq_and_follows_the_queues_of_events():
+    """A frame that is not an event (usage_changed) reaches subscribers encoded once, leaves
+    the hub's seq alone, waits in a paused subscriber's queue in order with the events, and
+    cannot carry a seq."""
+    clock = Clock()
+    hub = Hub(clock, seq=5)
+    reading, paused = Consumer(hub), Consumer(hub)
+    paused.ready(False)
+    hub.broadcast({"type": "usage_changed", "n": 1})
+    publish(hub, {"type": "x", "n": 2})
+    clock.advance(1)
+    assert hub.seq == 6 and reading.writes == [[1], [2]]
+    paused.ready(True)
+    assert paused.writes == [[1, 2]]
+    with pytest.raises(AssertionError):
+        hub.broadcast({"type": "usage_changed", "seq": 7})
+
+
+def test_frames_and_bytes_are_counted_once_a_round_and_lags_counted():
+    """The meter counts every frame handed over (at once, flushed, or on resume) and its bytes
+    with one increment a round, not one a subscriber; a lag is counted once; every published
+    frame is timed once, from its publish to the end of the round that wrote it."""
+    clock = Clock()
+    hub = Hub(clock, coalesce=0.002, kind="instances", queue_size=4)
+    timings = []
+    hub.meter.on_timing(lambda name, seconds: timings.append((name, seconds)))
+    subscribers = [Consumer(hub) for _ in range(3)]
+    first = publish(hub, {"type": "x", "n": 0})
+    counts = hub.meter.counts
+    assert counts[("stream_frames", "instances")] == 3
+    assert counts[("stream_bytes", "instances")] == 3 * len(encode(first))
+    publish(hub, {"type": "x", "n": 1})  # in the window: queued, flushed together
+    clock.advance(0.002)
+    assert counts[("stream_frames", "instances")] == 6
+    assert [name for name, _ in timings] == ["publish_write", "publish_write"]
+    assert timings[1][1] == pytest.approx(0.002)
+    subscribers[0].ready(False)
+    clock.advance(1)
+    for n in range(5):
+        publish(hub, {"type": "x", "n": n})
+        clock.advance(1)
+    assert counts[("stream_lagged", "instances")] == 1
+    assert counts[("stream_frames", "instances")] == 6 + 2 * 5
+    assert sum(len(w) for s in subscribers for w in s.writes) == 6 + 2 * 5

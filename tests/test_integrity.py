@@ -8,7 +8,16 @@ import pytest_twisted
 from twisted.internet import defer
 
 from tests.hardening import raw
-from tests.support import create, get_json, instance_log, post_json, read_token, sleep, wait_for
+from tests.support import (
+    create,
+    get_json,
+    instance_log,
+    post_json,
+    read_token,
+    sequenced,
+    sleep,
+    wait_for,
+)
 from tests.wsclient import WSClient
 
 
@@ -85,7 +94,7 @@ async def test_resume_across_a_daemon_restart(daemon):
     live = await client.frame_of("instance_created")
     assert live["name"] == "d"
     assert deltas_are_contiguous(client.received)
-    assert client.received[-1]["seq"] == resumed["seq"] + 1
+    assert sequenced(client.received)[-1]["seq"] == resumed["seq"] + 1
     await client.close()
 
 

@@ -41,6 +41,9 @@ def test_create_stores_and_publishes(registry, hub, store):
             "id": instance.id,
             "port": 18850,
             "status": "stopped",
+            "usage": None,
+            "restarts": 0,
+            "last_exit": None,
             "seq": 1,
             "timestamp": "2026-09-21T14:13:20.000000Z",
         }

@@ -200,6 +200,8 @@ class EventPrinter:
 
     def __call__(self, frame: dict[str, Any]) -> None:
         kind = frame.get("type")
+        if kind == "usage_changed":
+            return  # resource samples, every few seconds: not events (no seq, no history)
         if not self.messages and self.instance is not None and kind != "snapshot":
             if "name" in frame and frame["name"] != self.instance:
                 return
@@ -290,6 +292,8 @@ class InstancesView:
                 current["status"] = frame.get("status")
             current["pid"] = frame.get("pid")
             current["started_at"] = frame.get("started_at")
+            if "restarts" in frame:
+                current["restarts"] = frame["restarts"]
         elif kind in ("instance_created", "instance_unarchived"):
             record = current if current is not None else {"id": key, "pid": None}
             record.update(

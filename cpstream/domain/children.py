@@ -69,15 +69,24 @@ def alive(pid: int) -> bool:
     return True
 
 
-def exit_of(ended: Any) -> dict[str, Any]:
-    """``{"signal": NAME}`` for a child killed by a signal, else ``{"code": N}``."""
+def exit_status(ended: Any) -> dict[str, int]:
+    """``{"signal": N}`` for a child killed by a signal, else ``{"code": N}``."""
     signum = getattr(ended, "signal", None)
     if signum:
-        try:
-            return {"signal": signal.Signals(signum).name}
-        except ValueError:
-            return {"signal": str(signum)}
+        return {"signal": int(signum)}
     return {"code": getattr(ended, "exitCode", None) or 0}
+
+
+def exit_of(ended: Any) -> dict[str, Any]:
+    """``{"signal": NAME}`` for a child killed by a signal, else ``{"code": N}`` (the
+    ``exit`` of a ``status_changed`` frame)."""
+    status = exit_status(ended)
+    if "signal" in status:
+        try:
+            return {"signal": signal.Signals(status["signal"]).name}
+        except ValueError:
+            return {"signal": str(status["signal"])}
+    return status
 
 
 @dataclass(eq=False)
@@ -101,6 +110,11 @@ class Run:
         unknown, for an adopted child that is not ours to reap)."""
         return self.child.exit if self.child is not None else None
 
+    @property
+    def exit_status(self) -> dict[str, int] | None:
+        """How the child ended, numerically: ``{"code": N}`` or ``{"signal": N}``."""
+        return self.child.status if self.child is not None else None
+
     def cancel_timers(self) -> None:
         for call in (self.timer, self.kill_timer):
             if call is not None and call.active():
@@ -122,6 +136,7 @@ class _Child(ProcessProtocol):
         self._ended: Callable[[], None] | None = None
         self._exited = False
         self.exit: dict[str, Any] | None = None
+        self.status: dict[str, int] | None = None
 
     def connectionMade(self) -> None:  # noqa: N802 (Twisted API)
         self.pid = self.transport.pid
@@ -129,6 +144,7 @@ class _Child(ProcessProtocol):
     def processEnded(self, reason: Failure) -> None:  # noqa: N802 (Twisted API)
         self._exited = True
         self.exit = exit_of(reason.value)
+        self.status = exit_status(reason.value)
         if self._ended is not None:
             self._ended()
 

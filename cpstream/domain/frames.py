@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -62,6 +63,11 @@ def isotime(seconds: float) -> str:
     return f"{_second[1]}.{micro:06d}Z"
 
 
+def seconds_of(stamp: str) -> float:
+    """The epoch seconds of an :func:`isotime` string."""
+    return datetime.fromisoformat(stamp).timestamp()
+
+
 # -- /ws/instances -------------------------------------------------------------
 
 
@@ -70,8 +76,20 @@ def _about(kind: str, instance: Instance, **fields: Any) -> Frame:
     return {"type": kind, "name": instance.name, "id": instance.id, **fields}
 
 
+def _record(instance: Instance) -> dict[str, Any]:
+    """What every frame that carries an instance's state says of its runs."""
+    return {"restarts": instance.restarts, "last_exit": instance.last_exit}
+
+
 def instance_created(instance: Instance, cloned_from: str | None = None) -> Frame:
-    frame = _about("instance_created", instance, port=instance.port, status=instance.status)
+    frame = _about(
+        "instance_created",
+        instance,
+        port=instance.port,
+        status=instance.status,
+        usage=None,
+        **_record(instance),
+    )
     if cloned_from is not None:
         frame["cloned_from"] = cloned_from
     return frame
@@ -86,6 +104,7 @@ def status_changed(instance: Instance, exit: dict[str, Any] | None = None) -> Fr
         status=instance.status,
         pid=instance.pid,
         started_at=instance.started_at,
+        **_record(instance),
     )
     if exit is not None:
         frame["exit"] = exit
@@ -99,7 +118,12 @@ def instance_archived(instance: Instance) -> Frame:
 def instance_unarchived(instance: Instance, status: str | None = None) -> Frame:
     """An unarchived instance, with the status it comes back with (by default, its own)."""
     return _about(
-        "instance_unarchived", instance, port=instance.port, status=status or instance.status
+        "instance_unarchived",
+        instance,
+        port=instance.port,
+        status=status or instance.status,
+        usage=None,
+        **_record(instance),
     )
 
 
@@ -117,6 +141,8 @@ def instance_in_snapshot(instance: Instance) -> Frame:
         "pid": instance.pid,
         "started_at": instance.started_at,
         "archived_at": instance.archived_at,
+        "usage": instance.usage,
+        **_record(instance),
     }
 
 
@@ -130,6 +156,16 @@ def instances_snapshot(
         "include_archived": include_archived,
         "seq": seq,
         "epoch": epoch,
+    }
+
+
+def usage_changed(instances: Iterable[Instance], timestamp: str) -> Frame:
+    """One sample tick's usage of every instance sampled: not an event (no ``seq``), never
+    stored nor replayed; a client that misses one gets the next a tick later."""
+    return {
+        "type": "usage_changed",
+        "timestamp": timestamp,
+        "instances": [{"id": i.id, "name": i.name, "usage": i.usage} for i in instances],
     }
 
 

@@ -25,9 +25,17 @@ from typing import Any, Protocol
 from twisted.internet.defer import DeferredQueue, QueueOverflow
 from twisted.internet.interfaces import IReactorTime
 
+from cpstream.domain.meter import Meter
+
 Event = dict[str, Any]
 QUEUE_SIZE = 256
 COALESCE = 0.0005
+
+
+def wire_size(frame: Any) -> int:
+    """The bytes a prepared frame puts on the wire: a WebSocket frame's header and payload
+    (``payloadHybi``), else the frame's own length."""
+    return len(getattr(frame, "payloadHybi", frame))
 
 
 def encode(event: Event) -> bytes:
@@ -60,6 +68,7 @@ class Subscription:
         self.accepts = accepts
         self._subscriber = subscriber
         self._queue: DeferredQueue = DeferredQueue(size=size)
+        self._bytes = 0
         self.lagged = False
         self.paused = False
 
@@ -72,12 +81,13 @@ class Subscription:
     def resume(self) -> None:
         """The subscriber can write again: hand over what is queued, then frames at once."""
         self.paused = False
-        self.flush()
+        self._hub._wrote(*self.flush())
 
     def resynced(self) -> None:
         """The subscriber got a fresh snapshot: forget the lag and anything queued."""
         self.lagged = False
         self._queue.pending.clear()
+        self._bytes = 0
 
     def cancel(self) -> None:
         """Stop receiving frames."""
@@ -90,37 +100,42 @@ class Subscription:
 
     # -- the hub's side ---------------------------------------------------------
 
-    def offer(self, frame: Any, at_once: bool) -> bool:
-        """Hand ``frame`` over now if allowed and possible, else queue it; True if the
-        subscription needs a flush."""
+    def offer(self, frame: Any, size: int, at_once: bool) -> bool:
+        """Hand ``frame`` (``size`` bytes) over now if allowed and possible, else queue it;
+        True if the subscription needs a flush."""
         if at_once and not self.paused and not self.lagged and not self._queue.pending:
             self._subscriber.write_frames((frame,))
             return False
-        self._hold(frame)
+        self._hold(frame, size)
         return True
 
-    def _hold(self, frame: Any) -> None:
+    def _hold(self, frame: Any, size: int) -> None:
         """Queue a frame; the put that would overflow marks the subscription lagged."""
         if self.lagged:
             return
         try:
             self._queue.put(frame)
+            self._bytes += size
         except QueueOverflow:
             self.lagged = True
             self._queue.pending.clear()
+            self._bytes = 0
+            self._hub._lagged()
 
-    def flush(self) -> None:
+    def flush(self) -> tuple[int, int]:
         """Hand everything queued to the subscriber in one call, if it can write now; a
-        lagged one is told to resync instead."""
+        lagged one is told to resync instead. The frames and bytes handed over."""
         if self.paused:
-            return
+            return 0, 0
         if self.lagged:
             self._subscriber.resync()
-            return
+            return 0, 0
         if not self._queue.pending:
-            return
+            return 0, 0
         frames, self._queue.pending = self._queue.pending, []
+        size, self._bytes = self._bytes, 0
         self._subscriber.write_frames(frames)
+        return len(frames), size
 
 
 class Hub:
@@ -141,9 +156,16 @@ class Hub:
         queue_size: int = QUEUE_SIZE,
         coalesce: float = COALESCE,
         seq: int = 0,
+        meter: Meter | None = None,
+        kind: str = "",
+        size: Callable[[Any], int] = wire_size,
     ) -> None:
         self._clock = clock
         self._prepare = prepare
+        self._size = size
+        self.meter = meter if meter is not None else Meter()
+        self.kind = kind
+        self._published_at: list[float] = []
         self._queue_size = queue_size
         self._coalesce = coalesce
         self._subscriptions: dict[Subscription, None] = {}
@@ -157,17 +179,34 @@ class Hub:
         """Encode once and fan out one event stamped with its ``seq`` and ``timestamp``."""
         assert event["seq"] > self.seq, (event["seq"], self.seq)
         self.seq = event["seq"]
+        self._fan_out(event)
+
+    def broadcast(self, frame: Event) -> None:
+        """Encode once and fan out a frame that is not history (no ``seq``): the same
+        queues, lag and coalescing as an event, but nothing to replay on a resume."""
+        assert "seq" not in frame, frame
+        self._fan_out(frame)
+
+    def _fan_out(self, event: Event) -> None:
         now = self._clock.seconds()
         at_once = self._flush_call is None and now - self._last_send >= self._window
-        frame = None
+        frame, size, written = None, 0, 0
         for subscription in list(self._subscriptions):
             if subscription.accepts(event):
                 if frame is None:
                     frame = self._prepare(encode(event))
-                if subscription.offer(frame, at_once):
+                    size = self._size(frame)
+                if subscription.offer(frame, size, at_once):
                     self._dirty[subscription] = None
+                else:
+                    written += 1
         if frame is not None and at_once:
             self._sent(now)
+        if written:
+            self._wrote(written, written * size)
+            self.meter.time("publish_write", self._last_send - now)
+        elif frame is not None:
+            self._published_at.append(now)  # queued everywhere: timed when its flush ends
         if self._dirty and self._flush_call is None:
             delay = max(0.0, self._last_send + self._window - now)
             self._flush_call = self._clock.callLater(delay, self._flush)
@@ -176,9 +215,25 @@ class Hub:
         self._flush_call = None
         started = self._clock.seconds()
         dirty, self._dirty = self._dirty, {}
+        frames = size = 0
         for subscription in dirty:
-            subscription.flush()
+            n, nbytes = subscription.flush()
+            frames += n
+            size += nbytes
+        self._wrote(frames, size)
         self._sent(started)
+        published, self._published_at = self._published_at, []
+        for at in published:
+            self.meter.time("publish_write", self._last_send - at)
+
+    def _wrote(self, frames: int, size: int) -> None:
+        """Count frames handed to subscribers (once per round, not per subscriber)."""
+        if frames:
+            self.meter.count(("stream_frames", self.kind), frames)
+            self.meter.count(("stream_bytes", self.kind), size)
+
+    def _lagged(self) -> None:
+        self.meter.count(("stream_lagged", self.kind))
 
     def _sent(self, started: float) -> None:
         """A round of writes ended: the next window is at least as long as it took.

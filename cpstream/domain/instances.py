@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from cpstream.domain.errors import Conflict, Invalid, NotFound
@@ -46,10 +46,19 @@ class Instance:
     started_at: str | None = None
     archived_at: str | None = None
     token_hash: str | None = None
+    starts: int = 0
+    last_exit: dict[str, Any] | None = None
+    # The latest resource sample while the child runs (cpstream.domain.usage); not stored.
+    usage: dict[str, Any] | None = field(default=None, compare=False)
 
     @property
     def archived(self) -> bool:
         return self.archived_at is not None
+
+    @property
+    def restarts(self) -> int:
+        """Starts after the first, automatic or by an operator."""
+        return max(0, self.starts - 1)
 
     @property
     def shown_status(self) -> str:
@@ -57,7 +66,9 @@ class Instance:
 
     def to_record(self) -> dict[str, Any]:
         """The store's row of this instance."""
-        return asdict(self)
+        record = asdict(self)
+        del record["usage"]
+        return record
 
 
 def check_spec(port: Any, command: Any, env: Any, health: Any, restart: Any) -> None:

@@ -38,6 +38,7 @@ from twisted.python.filepath import FilePath
 
 from cpstream.domain.errors import Invalid
 from cpstream.domain.logfiles import KEEP, MAX_LINE, decode_line, numbered, tail_of
+from cpstream.domain.meter import Meter
 
 POLL_INTERVAL = 0.5
 CHUNK = 256 * 1024
@@ -353,6 +354,7 @@ class LogWatcher:
             cursor.carry = b""
             cursor.seen = (cursor.seen + data[max(0, consumed - SEEN) : consumed])[-SEEN:]
             cursor.offset += consumed
+            self._tails.meter.count("log_bytes", consumed)
             budget -= used
         return out
 
@@ -490,8 +492,10 @@ class LogTails:
         poll_interval: float = POLL_INTERVAL,
         secret: bytes = b"",
         keep: int = KEEP,
+        meter: Meter | None = None,
     ):
         self.clock = clock
+        self.meter = meter if meter is not None else Meter()  # counts the bytes viewers read
         self.poll_interval = poll_interval
         self._inotify = inotify
         self._secret = secret

@@ -25,10 +25,11 @@ from cpstream.domain.errors import (
     NotFound,
     TooLarge,
 )
-from cpstream.domain.frames import Frame, isotime
+from cpstream.domain.frames import Frame, isotime, seconds_of
 from cpstream.domain.history import History
 from cpstream.domain.hub import Hub
 from cpstream.domain.ids import new_id
+from cpstream.domain.meter import Meter
 from cpstream.domain.redact import redact, redact_text
 from cpstream.domain.routing import TYPE_RE, RoutingRules
 from cpstream.domain.store import Store
@@ -41,6 +42,8 @@ MAX_BACKOFF = 60.0
 MAX_DETAIL = 2000
 BATCH = 500
 STATUSES = ("queued", "delivered", "acknowledged", "retry_scheduled", "dead_letter")
+# Not finished: waiting to be leased, leased and not settled, or waiting out a retry's delay.
+IN_FLIGHT = ("queued", "delivered", "retry_scheduled")
 
 
 class Messaging:
@@ -53,8 +56,10 @@ class Messaging:
         clock: Any,
         rules: RoutingRules,
         lease_secs: float = LEASE_SECS,
+        meter: Meter | None = None,
     ) -> None:
         self._store = store
+        self._meter = meter if meter is not None else Meter()
         self._rows = store.messages
         self._hub = hub
         self._clock = clock
@@ -139,7 +144,7 @@ class Messaging:
                 self._rows.remember_key(sender, key, message["id"], now)
             seq = self._rows.append_event(message, "queued", None, now)
             frame = frames.message_event(message, "queued", None, seq, now)
-            self._store.on_commit(lambda: self._hub.publish(frame))
+            self._store.on_commit(lambda: self._published([frame], sent=True))
             self._store.on_commit(lambda: self._available(recipient), last=True)
         return {"id": message["id"], "status": "queued", "expires_at": message["expires_at"]}
 
@@ -173,6 +178,8 @@ class Messaging:
         return messages
 
     def _deliver(self, message: dict[str, Any]) -> None:
+        waited = self._clock.seconds() - seconds_of(message["available_at"])
+        self._store.on_commit(lambda: self._meter.time("send_to_lease", waited))
         self._change(
             message,
             [("delivered", None)],
@@ -202,6 +209,9 @@ class Messaging:
     ) -> dict[str, Any]:
         """The leaseholder is done with the message (``recipient``: only if it is theirs)."""
         message = self._leased(message_id, lease_id, recipient)
+        leased_at = seconds_of(message["lease_expires_at"]) - self.lease_secs
+        held = self._clock.seconds() - leased_at
+        self._store.on_commit(lambda: self._meter.time("lease_to_ack", held))
         self._change(
             message,
             [("acknowledged", None)],
@@ -308,6 +318,21 @@ class Messaging:
             raise Invalid(f"status must be one of {', '.join(STATUSES)}")
         return self._rows.search(**filters)
 
+    def counts(self) -> dict[str, int]:
+        """How many messages are in each status (every status, zeros included)."""
+        found = self._rows.count_by_status()
+        return {status: found.get(status, 0) for status in STATUSES}
+
+    def stats(self) -> dict[str, Any]:
+        """``{by_status, in_flight, dead_letter}``: in flight is every message not finished
+        (queued, delivered or waiting to be retried)."""
+        counts = self.counts()
+        return {
+            "by_status": counts,
+            "in_flight": sum(counts[status] for status in IN_FLIGHT),
+            "dead_letter": counts["dead_letter"],
+        }
+
     def snapshot(self, instance: str | None, correlation_id: str | None) -> dict[str, Any]:
         """A ``/ws/messages`` snapshot: the last 100 matching events, oldest first."""
         rows = self._rows.recent_events(instance, correlation_id, 100)
@@ -340,4 +365,12 @@ class Messaging:
                 )
                 for event, detail in events
             ]
-            self._store.on_commit(lambda: [self._hub.publish(frame) for frame in published])
+            self._store.on_commit(lambda: self._published(published))
+
+    def _published(self, published: list[Frame], sent: bool = False) -> None:
+        """Publish committed events, and count them (by event; sends on their own)."""
+        if sent:
+            self._meter.count("messages_sent")
+        for frame in published:
+            self._meter.count(("message_event", frame["event"]))
+            self._hub.publish(frame)

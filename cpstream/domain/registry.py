@@ -36,6 +36,8 @@ from cpstream.domain.store import Store
 from cpstream.domain.tables import DuplicateKey
 from cpstream.domain.tokens import hash_token, new_token
 
+UNCHANGED: Any = object()
+
 
 class Registry:
     """In-memory instance table backed by the store; publishes every change."""
@@ -66,11 +68,11 @@ class Registry:
         return isotime(self._clock.seconds())
 
     @contextmanager
-    def _changing(self) -> Iterator[Callable[[Frame], None]]:
+    def _changing(self, now: str | None = None) -> Iterator[Callable[[Frame], None]]:
         """One transaction for a change: the block writes the instance's row and records
-        its event; the event is published once the transaction is committed."""
+        its event (stamped ``now``); the event is published once the transaction is committed."""
         recorded: list[Frame] = []
-        now = self._now()
+        now = now or self._now()
 
         def record(frame: Frame) -> None:
             data = {k: v for k, v in frame.items() if k not in ("type", "name", "id")}
@@ -124,6 +126,10 @@ class Registry:
         if self.find(name) is not None:
             raise IllegalTransition(f"Instance '{name}' is not archived")
         raise UnknownInstance(f"No instance named '{name}'")
+
+    def by_id(self, instance_id: str) -> Instance | None:
+        """The instance with that id (archived ones included), or ``None`` once deleted."""
+        return self._by_id.get(instance_id)
 
     def by_token(self, token: str) -> Instance | None:
         """The instance an agent token belongs to (an active one), or ``None``."""
@@ -213,25 +219,51 @@ class Registry:
         pid: int | None = None,
         started_at: str | None = None,
         exit: dict[str, Any] | None = None,
+        spawned: bool = False,
+        last_exit: dict[str, int] | None = UNCHANGED,
     ) -> None:
         """Record a status (and pid) change and publish ``status_changed`` (with the
-        child's ``exit`` reason when the change is its exit)."""
+        child's ``exit`` reason when the change is its exit).
+
+        ``spawned``: the change is a new child's start (one more start, a restart after
+        the first). ``last_exit``: the change is the child's end, ``{"code"|"signal": N}``,
+        or ``None`` when how it ended is unknown (an adopted child is not ours to reap).
+        """
         assert status in STATUSES, status
         if status not in LIVE:
             pid, started_at = None, None
         elif started_at is None:
             started_at = instance.started_at
-        if (status, pid, started_at) == (instance.status, instance.pid, instance.started_at):
+        now = self._now()
+        fields = {"status": status, "pid": pid, "started_at": started_at}
+        if spawned:
+            fields["starts"] = instance.starts + 1
+        if last_exit is not UNCHANGED:
+            fields["last_exit"] = None if last_exit is None else {**last_exit, "at": now}
+        if all(getattr(instance, key) == value for key, value in fields.items()):
             return
-        before = (instance.status, instance.pid, instance.started_at)
+        before = {key: getattr(instance, key) for key in fields}
+        if status not in LIVE:
+            instance.usage = None
         try:
-            with self._changing() as record:
-                self._rows.update(instance.id, status=status, pid=pid, started_at=started_at)
-                instance.status, instance.pid, instance.started_at = status, pid, started_at
+            with self._changing(now) as record:
+                self._rows.update(instance.id, **fields)
+                for key, value in fields.items():
+                    setattr(instance, key, value)
                 record(frames.status_changed(instance, exit))
         except BaseException:
-            instance.status, instance.pid, instance.started_at = before
+            for key, value in before.items():
+                setattr(instance, key, value)
             raise
+
+    def sampled(self, samples: list[tuple[Instance, dict[str, Any]]], timestamp: str) -> None:
+        """One sample tick's usage: set on each instance, published as one ``usage_changed``
+        frame for all of them (not an event: no seq, not stored, never replayed)."""
+        if not samples:
+            return
+        for instance, usage in samples:
+            instance.usage = usage
+        self._hub.broadcast(frames.usage_changed((i for i, _ in samples), timestamp))
 
     def archive(self, instance: Instance) -> None:
         """Hide a stopped instance from the active set and publish ``instance_archived``."""

@@ -155,6 +155,12 @@ MIGRATIONS: list[str] = [
         expires_at TEXT NOT NULL
     );
     """,
+    # 5: observability: how often each instance was started (its restarts are every start
+    # after the first) and how its child last ended (JSON: {"code"|"signal": N, "at": T}).
+    """
+    ALTER TABLE instances ADD COLUMN starts INTEGER NOT NULL DEFAULT 0 CHECK (starts >= 0);
+    ALTER TABLE instances ADD COLUMN last_exit TEXT;
+    """,
 ]
 
 

@@ -58,6 +58,7 @@ class Supervisor(Service):
         self._policy = RestartPolicy()
         self._loop = LoopingCall(self._tick)
         self._loop.clock = reactor
+        self.crash_loops = 0  # crash loops entered since this control plane started (/metrics)
 
     @property
     def grace(self) -> float:
@@ -149,7 +150,7 @@ class Supervisor(Service):
         self._runs[instance.id] = run
         self.log.info("started {name} pid={pid}", name=instance.name, pid=run.pid)
         self._registry.set_status(
-            instance, "starting", pid=run.pid, started_at=isotime(run.spawned_at)
+            instance, "starting", pid=run.pid, started_at=isotime(run.spawned_at), spawned=True
         )
         if instance.health == "process":
             run.timer = self._reactor.callLater(1.0, self._survived, run)
@@ -198,25 +199,29 @@ class Supervisor(Service):
             how="stopped" if run.stopping else "unexpectedly",
         )
         if run.stopping:
-            self._registry.set_status(instance, "stopped", exit=run.exit)
+            self._registry.set_status(instance, "stopped", exit=run.exit, last_exit=run.exit_status)
             waiters, run.waiters = run.waiters, []
             for waiter in waiters:
                 waiter.callback(instance)
         else:
-            self._crashed(instance, run.spawned_at, run.exit)
+            self._crashed(instance, run.spawned_at, run)
 
-    def _crashed(
-        self, instance: Instance, spawned_at: float, exit: dict[str, Any] | None = None
-    ) -> None:
+    def _crashed(self, instance: Instance, spawned_at: float, run: Run | None = None) -> None:
+        """The child ended unexpectedly (``run``: how, when it was ours to reap)."""
+        ended = {
+            "exit": run.exit if run is not None else None,
+            "last_exit": run.exit_status if run is not None else None,
+        }
         if instance.restart != "on-failure":
-            self._registry.set_status(instance, "crashed", exit=exit)
+            self._registry.set_status(instance, "crashed", **ended)
             return
         delay = self._policy.crashed(instance.id, self._reactor.seconds(), spawned_at)
         if delay is None:
             self.log.warn("{name} is crash-looping; not restarting", name=instance.name)
-            self._registry.set_status(instance, "crash_loop", exit=exit)
+            self.crash_loops += 1
+            self._registry.set_status(instance, "crash_loop", **ended)
             return
-        self._registry.set_status(instance, "crashed", exit=exit)
+        self._registry.set_status(instance, "crashed", **ended)
         self._schedule_restart(instance, delay)
 
     def _schedule_restart(self, instance: Instance, delay: float) -> None:
@@ -251,7 +256,7 @@ class Supervisor(Service):
                     "{name}: pid {pid} is gone; clearing it", name=instance.name, pid=instance.pid
                 )
                 if instance.status == "stopping":
-                    self._registry.set_status(instance, "stopped")
+                    self._registry.set_status(instance, "stopped", last_exit=None)
                 else:
                     self._crashed(instance, now)
                 continue

@@ -152,7 +152,7 @@ class InstanceRows:
 
     def insert(self, record: dict[str, Any]) -> None:
         """Insert a new instance row; :class:`DuplicateKey` if its name or port is taken."""
-        row = dict(record, command=json.dumps(record["command"]), env=json.dumps(record["env"]))
+        row = _encoded(record)
         columns = ", ".join(row)
         marks = ", ".join(f":{key}" for key in row)
         with _duplicates():
@@ -163,7 +163,8 @@ class InstanceRows:
         assignments = ", ".join(f"{key} = :{key}" for key in fields)
         with _duplicates():
             self._db.execute(
-                f"UPDATE instances SET {assignments} WHERE id = :_id", dict(fields, _id=instance_id)
+                f"UPDATE instances SET {assignments} WHERE id = :_id",
+                dict(_encoded(fields), _id=instance_id),
             )
 
     def delete(self, instance_id: str) -> None:
@@ -274,6 +275,11 @@ class MessageRows:
             (*args, limit),
         )
         return [_message_row(row, payload=False) for row in rows]
+
+    def count_by_status(self) -> dict[str, int]:
+        """How many messages are in each status present (one pass over an index)."""
+        rows = self._db.execute("SELECT status, count(*) FROM messages GROUP BY status")
+        return {status: count for status, count in rows}
 
     def idempotent(self, from_instance: str, key: str, since: str) -> str | None:
         """The message id sent under this key by this sender since ``since``, if any."""
@@ -390,10 +396,22 @@ def _message_row(row: sqlite3.Row, payload: bool = True) -> dict[str, Any]:
     return record
 
 
+INSTANCE_JSON_COLUMNS = ("command", "env", "last_exit")
+
+
+def _encoded(fields: dict[str, Any]) -> dict[str, Any]:
+    """Instance columns as stored: the JSON ones as text (``None`` stays NULL)."""
+    return {
+        key: json.dumps(value) if key in INSTANCE_JSON_COLUMNS and value is not None else value
+        for key, value in fields.items()
+    }
+
+
 def _instance_row(row: sqlite3.Row) -> dict[str, Any]:
     record = dict(row)
-    record["command"] = json.loads(record["command"])
-    record["env"] = json.loads(record["env"])
+    for key in INSTANCE_JSON_COLUMNS:
+        if record[key] is not None:
+            record[key] = json.loads(record[key])
     return record
 
 

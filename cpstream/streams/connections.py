@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from cpstream.domain.hub import wire_size
+from cpstream.domain.meter import Meter
 from cpstream.domain.ratelimit import Every
 from cpstream.streams.settings import StreamSettings
 
@@ -29,8 +32,10 @@ class Streams:
         idle_timeout: float = 90.0,
         max_connections: int = 1024,
         settings: StreamSettings | None = None,
+        meter: Meter | None = None,
     ) -> None:
         self.clock = clock
+        self.meter = meter if meter is not None else Meter()
         self.idle_timeout = idle_timeout
         self.max_connections = max_connections
         self.settings = settings or StreamSettings()
@@ -60,6 +65,19 @@ class Streams:
                 connection.close_going_away("idle timeout")
         except Exception:
             self._log.failure("idle sweep failed")
+
+    def sent(self, endpoint: str, frames: Sequence[Any]) -> None:
+        """Count frames a connection wrote itself (snapshots, replays, log batches...): the
+        hubs count the frames they fan out, once per round."""
+        self.meter.count(("stream_frames", endpoint), len(frames))
+        self.meter.count(("stream_bytes", endpoint), sum(wire_size(f) for f in frames))
+
+    def by_endpoint(self) -> dict[str, int]:
+        """Open connections per endpoint."""
+        counts: dict[str, int] = {}
+        for connection in self.connections:
+            counts[connection.endpoint] = counts.get(connection.endpoint, 0) + 1
+        return counts
 
     def admit(self) -> bool:
         """Whether one more connection may open now; refusals are logged sparingly."""

@@ -57,7 +57,7 @@ class HubStream(StreamProtocol):
         self.send_json(frames.resumed(self.since, self.factory.hub.seq, self.history().epoch))
         replayed = [prepare_frame(encode(event)) for event in missed if self.accepts(event)]
         if replayed:
-            self.write_frames(replayed)
+            self.write_own(replayed)
 
     def accepts(self, event: Event) -> bool:
         return True
@@ -73,6 +73,8 @@ class HubStream(StreamProtocol):
         assert self._subscription is not None
         self._subscription.resynced()
         frame = self.snapshot()
+        if reason is not None:
+            self.factory.streams.meter.count(("stream_resyncs", self.endpoint, reason))
         self.send_json(frame if reason is None else frames.resync(frame, reason))
 
     def resync(self) -> None:

@@ -261,7 +261,13 @@ class StreamProtocol(WebSocketServerProtocol):
 
     def send_json(self, frame: Event) -> None:
         """Send one frame of our own."""
-        self.write_frames((prepare_frame(encode(frame)),))
+        self.write_own((prepare_frame(encode(frame)),))
+
+    def write_own(self, prepared: Sequence[PreparedMessage]) -> None:
+        """Write frames this connection made itself (not a hub's), counted per endpoint."""
+        if self.state == self.STATE_OPEN:
+            self.factory.streams.sent(self.endpoint, prepared)
+        self.write_frames(prepared)
 
     def sendMessage(self, payload: bytes, *args: Any, **kwargs: Any) -> None:  # noqa: N802
         """Autobahn applies ``maxMessagePayloadSize`` to what we send as well (and raises

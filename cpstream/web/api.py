@@ -10,6 +10,7 @@ enforced before routing, by :mod:`cpstream.web.guard`; bodies are parsed by
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 from uuid import UUID
 
@@ -30,6 +31,7 @@ from cpstream.domain.messaging import Messaging
 from cpstream.domain.registry import Registry
 from cpstream.domain.routing import RoutingRules
 from cpstream.domain.supervisor import Supervisor
+from cpstream.domain.usage import MAX_MINUTES, UsageSampler
 from cpstream.web import bodies
 from cpstream.web.auth import ANONYMOUS, OPERATOR, Principal
 from cpstream.web.bodies import MAX_BATCH, int_arg, str_arg
@@ -38,6 +40,28 @@ from cpstream.web.openapi import document
 from cpstream.web.representations import instance_json, message_json
 
 MAX_LOG_LINES = 10_000
+CONVERTER = re.compile(r"<(?:[^:>]+:)?([^>]+)>")
+
+
+def templates(app: Klein) -> dict[str, str]:
+    """Each endpoint's route as an OpenAPI-style template: ``/api/instances/{name}``."""
+    return {
+        rule.endpoint: "/api" + CONVERTER.sub(r"{\1}", rule.rule)
+        for rule in app.url_map.iter_rules()
+    }
+
+
+class RoutedKlein(Klein):
+    """Klein that notes on each request the template of the route it matched
+    (``request.route``): a label of bounded cardinality for the request metrics."""
+
+    _templates: dict[str, str] | None = None
+
+    def execute_endpoint(self, endpoint: str, request: IRequest, *args: Any, **kwargs: Any) -> Any:
+        if self._templates is None:
+            self._templates = templates(self)
+        request.route = self._templates.get(endpoint, "other")  # type: ignore[attr-defined]
+        return super().execute_endpoint(endpoint, request, *args, **kwargs)
 
 
 def item_answer(result: Any, code: int) -> dict[str, Any]:
@@ -93,7 +117,7 @@ class BoundedFileProducer(SingleRangeStaticProducer):
 class ControlAPI:
     """Routes for instances, their lifecycle, their logs, and messaging."""
 
-    app = Klein()
+    app = RoutedKlein()
     _log = Logger()
 
     def __init__(
@@ -104,6 +128,7 @@ class ControlAPI:
         rules: RoutingRules,
         messaging: Messaging,
         inbox: Inbox,
+        usage: UsageSampler,
     ) -> None:
         self._registry = registry
         self._supervisor = supervisor
@@ -111,6 +136,7 @@ class ControlAPI:
         self._rules = rules
         self._messaging = messaging
         self._inbox = inbox
+        self._usage = usage
 
     @app.handle_errors(Exception)
     def _error(self, request: IRequest, failure: Failure) -> Any:
@@ -260,6 +286,20 @@ class ControlAPI:
         before = int_arg(request, "before", 2**62, 1, 2**62)
         return json_response(request, self._registry.events(instance, limit, before))
 
+    @app.route("/instances/<string:name>/usage", methods=["GET"])
+    def usage(self, request: IRequest, name: str) -> bytes:
+        """The instance's resource samples of the last ``minutes`` (1-60, default 10),
+        oldest first (kept in memory: an hour at most, none from before a restart)."""
+        instance = self._registry.get(name)
+        minutes = int_arg(request, "minutes", 10, 1, MAX_MINUTES)
+        body = {
+            "id": instance.id,
+            "name": instance.name,
+            "interval": self._usage.interval,
+            "samples": self._usage.series(instance, minutes),
+        }
+        return json_response(request, body)
+
     # -- messaging ---------------------------------------------------------------
 
     @app.route("/routing-rules", methods=["GET"])
@@ -326,6 +366,11 @@ class ControlAPI:
             limit=int_arg(request, "limit", 100, 1, 1000),
         )
         return json_response(request, [message_json(m) for m in found])
+
+    @app.route("/messages/stats", methods=["GET"])
+    def message_stats(self, request: IRequest) -> bytes:
+        """Messages by status (every status, zeros included), in flight, dead letters."""
+        return json_response(request, self._messaging.stats())
 
     @app.route("/messages/dead_letter", methods=["GET"])
     def dead_letters(self, request: IRequest) -> bytes:

@@ -26,7 +26,7 @@ from cpstream.domain.instances import (
     RESTART_POLICIES,
 )
 from cpstream.domain.instances import STATUSES as INSTANCE_STATUSES
-from cpstream.domain.messaging import MAX_DETAIL, MAX_HOPS, MAX_PAYLOAD
+from cpstream.domain.messaging import IN_FLIGHT, MAX_DETAIL, MAX_HOPS, MAX_PAYLOAD
 from cpstream.domain.messaging import STATUSES as MESSAGE_STATUSES
 from cpstream.domain.routing import (
     DEFAULT_RETRIES,
@@ -36,6 +36,7 @@ from cpstream.domain.routing import (
     PATTERN_RE,
     TYPE_RE,
 )
+from cpstream.domain.usage import MAX_MINUTES
 from cpstream.web.bodies import (
     ACK_FIELDS,
     CLONE_FIELDS,
@@ -194,6 +195,30 @@ EXAMPLE_MESSAGE = {
 }
 EXAMPLE_LEASE = "0b5c3a52-31f1-4f07-a7a5-4a4e0e7d1c2e"
 
+USAGE_FIELDS = {
+    "cpu": {"type": "number", "minimum": 0, "description": "% of one core since the last sample"},
+    "rss": {"type": "integer", "minimum": 0, "description": "resident memory, bytes"},
+    "fds": {"type": "integer", "minimum": 0, "description": "open file descriptors"},
+    "threads": {"type": "integer", "minimum": 0},
+    "children": {"type": "integer", "minimum": 0, "description": "processes besides the child"},
+}
+USAGE = {
+    "oneOf": [
+        {"type": "null"},
+        _object({**USAGE_FIELDS, "at": TIME}, [*USAGE_FIELDS, "at"]),
+    ],
+    "description": "the latest sample of the child's whole process group (null when it is"
+    " not running or not sampled yet)",
+}
+LAST_EXIT = {
+    "oneOf": [
+        {"type": "null"},
+        _object({"code": {"type": "integer"}, "at": TIME}, ["code", "at"]),
+        _object({"signal": {"type": "integer", "minimum": 1}, "at": TIME}, ["signal", "at"]),
+    ],
+    "description": "how the child last ended (null: never, or unknown for an adopted child)",
+}
+RESTARTS = {"type": "integer", "minimum": 0, "description": "starts after the first"}
 # The REST shapes (cpstream.web.representations and the routes' own answers).
 INSTANCE = {
     "id": UUID,
@@ -207,6 +232,9 @@ INSTANCE = {
     "created_at": TIME,
     "started_at": _nullable(TIME),
     "archived_at": _nullable(TIME),
+    "usage": USAGE,
+    "restarts": RESTARTS,
+    "last_exit": LAST_EXIT,
 }
 MESSAGE = {
     "id": UUID,
@@ -249,15 +277,26 @@ EVENT_FIELDS: dict[str, dict[str, Any]] = {
         "port": PORT,
         "status": {"enum": list(INSTANCE_STATUSES)},
         "cloned_from?": NAME,
+        "usage?": {"type": "null"},
+        "restarts?": RESTARTS,
+        "last_exit?": LAST_EXIT,
     },
     "status_changed": {
         "status": {"enum": list(INSTANCE_STATUSES)},
         "pid": {"type": ["integer", "null"]},
         "started_at": _nullable(TIME),
         "exit?": EXIT,
+        "restarts?": RESTARTS,
+        "last_exit?": LAST_EXIT,
     },
     "instance_archived": {},
-    "instance_unarchived": {"port": PORT, "status": {"enum": list(INSTANCE_STATUSES)}},
+    "instance_unarchived": {
+        "port": PORT,
+        "status": {"enum": list(INSTANCE_STATUSES)},
+        "usage?": {"type": "null"},
+        "restarts?": RESTARTS,
+        "last_exit?": LAST_EXIT,
+    },
     "instance_deleted": {},
 }
 
@@ -318,6 +357,31 @@ def _schemas() -> dict[str, Any]:
             ],
         ),
         "Clone": _object(_fields(CLONE, CLONE_FIELDS), ["name"], examples=[{"name": "agent-4"}]),
+        "UsageSeries": _object(
+            {
+                "id": UUID,
+                "name": NAME,
+                "interval": {"type": "number", "exclusiveMinimum": 0, "description": "seconds"},
+                "samples": _array(_object({"at": TIME, **USAGE_FIELDS}, ["at", *USAGE_FIELDS])),
+            },
+            ["id", "name", "interval", "samples"],
+            description="samples oldest first, one per interval while the instance ran",
+        ),
+        "MessageStats": _object(
+            {
+                "by_status": _object(
+                    {status: {"type": "integer", "minimum": 0} for status in MESSAGE_STATUSES},
+                    list(MESSAGE_STATUSES),
+                ),
+                "in_flight": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "description": "not finished: " + ", ".join(IN_FLIGHT),
+                },
+                "dead_letter": {"type": "integer", "minimum": 0},
+            },
+            ["by_status", "in_flight", "dead_letter"],
+        ),
         "Lifecycle": _object(
             {"status": {"enum": [*INSTANCE_STATUSES, "archived"]}, "name": NAME},
             ["status", "name"],
@@ -833,6 +897,24 @@ def _operations(max_log_lines: int) -> dict[str, dict[str, Any]]:
                 ),
             )
         },
+        "/instances/{name}/usage": {
+            "get": _operation(
+                "get",
+                "usage",
+                "The instance's resource samples (CPU, memory, descriptors, threads,"
+                " processes) of the last minutes, oldest first; kept in memory",
+                {
+                    "200": ok(_ref("UsageSeries"), "the samples"),
+                    "400": invalid,
+                    "404": no_instance,
+                },
+                "instances",
+                (
+                    INSTANCE_NAME,
+                    _query("minutes", "how far back", _integer(1, MAX_MINUTES, 10)),
+                ),
+            )
+        },
         "/instances/{name}/messages": {
             "get": _operation(
                 "get",
@@ -954,6 +1036,15 @@ def _operations(max_log_lines: int) -> dict[str, dict[str, Any]]:
         },
         "/messages/acknowledge": settle_batch("acknowledge", "AcknowledgeBatch"),
         "/messages/fail": settle_batch("fail", "FailBatch"),
+        "/messages/stats": {
+            "get": _operation(
+                "get",
+                "message_stats",
+                "How many messages are in each status, in flight and dead-lettered",
+                {"200": ok(_ref("MessageStats"), "the counts")},
+                "messages",
+            )
+        },
         "/messages/dead_letter": {
             "get": _operation(
                 "get",

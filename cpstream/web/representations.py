@@ -34,6 +34,9 @@ def instance_json(instance: Instance) -> dict[str, Any]:
         "created_at": instance.created_at,
         "started_at": instance.started_at,
         "archived_at": instance.archived_at,
+        "usage": instance.usage,
+        "restarts": instance.restarts,
+        "last_exit": instance.last_exit,
     }
 
 

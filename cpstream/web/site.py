@@ -14,6 +14,7 @@ from twisted.logger import Logger
 from twisted.web.resource import IResource, Resource
 from twisted.web.static import File
 
+from cpstream.domain.meter import Meter
 from cpstream.web.auth import Authenticator, agent_may
 from cpstream.web.deadline import DeadlineSite
 from cpstream.web.errors import HTTPError, JSONError
@@ -43,6 +44,7 @@ class ControlPlaneSite(DeadlineSite):
         reactor: Any,
         auth: Authenticator,
         access_log: bool = True,
+        meter: Meter | None = None,
         **kwargs: Any,
     ) -> None:
         # Bodies are JSON only: a form is refused (415), never parsed (1 MiB of multipart
@@ -50,6 +52,7 @@ class ControlPlaneSite(DeadlineSite):
         super().__init__(root, parsePOSTFormSubmission=False, reactor=reactor, **kwargs)
         self._guard = guard
         self._auth = auth
+        self._meter = meter if meter is not None else Meter()
         self.access_log = access_log
         self._lines: list[str] = []
         self._flush_call: Any = None
@@ -82,7 +85,9 @@ class ControlPlaneSite(DeadlineSite):
 
     def log(self, request: Any) -> None:
         """Access-log changes and errors only (agents' polls would drown the rest), in one
-        write a second: a write per request held the reactor (16 % of it under load)."""
+        write a second: a write per request held the reactor (16 % of it under load).
+        Every request is counted by route and status (a dict increment)."""
+        self._meter.count(("http", route_of(request), request.code))
         if not self.access_log or (request.method not in MUTATING and request.code < 400):
             return
         self._lines.append(self._logFormatter(self._logDateTime, request))
@@ -104,11 +109,33 @@ class ControlPlaneSite(DeadlineSite):
         super().stopFactory()
 
 
+OWN_PATHS = {b"/metrics": "/metrics", b"/login": "/login", b"/logout": "/logout"}
+
+
+def route_of(request: Any) -> str:
+    """A request's route for the metrics, never its raw path: the API's route template,
+    ``/ws`` for the streams, ``static`` for the dashboard's files, ``other`` for the rest."""
+    route = getattr(request, "route", None)
+    if route is not None:
+        return route
+    path = request.path
+    if path in OWN_PATHS:
+        return OWN_PATHS[path]
+    if path.startswith(b"/ws/"):
+        return "/ws"
+    if not path.startswith(b"/api/") and request.code < 400:
+        return "static"
+    return "other"
+
+
 def build_root(
-    api: IResource, streams: IResource | None = None, auth: Authenticator | None = None
+    api: IResource,
+    streams: IResource | None = None,
+    auth: Authenticator | None = None,
+    metrics: IResource | None = None,
 ) -> Resource:
     """``/`` serves the UI files, ``/api/`` the REST API, ``/ws/`` the streams, ``/login``
-    and ``/logout`` the browser sessions."""
+    and ``/logout`` the browser sessions, ``/metrics`` the Prometheus exposition."""
     root = File(str(STATIC_DIR))
     root.indexNames = ["index.html"]
     root.putChild(b"api", api)
@@ -116,4 +143,6 @@ def build_root(
     if auth is not None:
         root.putChild(b"login", Login(auth, STATIC_DIR / "login.html"))
         root.putChild(b"logout", Logout(auth))
+    if metrics is not None:
+        root.putChild(b"metrics", metrics)
     return root

@@ -1,7 +1,7 @@
 """Case 13, the auth matrix: every route x every kind of credential, against a real daemon.
 
 Routes: every REST route, the three streams (upgrades), the dashboard's files, login
-and logout. Credentials: none, a bad token, an expired session, another agent's token,
+and logout, /metrics. Credentials: none, a bad token, an expired session, another agent's token,
 the agent's own token, the operator token, a session cookie sent same-site, the same
 cookie sent cross-site. Each case has one expected answer: a refusal (401 or 403) or
 not. A refusal that did not happen is a bypass; an allowed request refused is a denial.
@@ -62,6 +62,7 @@ def routes(message: str) -> list[tuple[str, str, dict | None, str]]:
         ("GET", "/api/instances/a/logs/download", None, "operator"),
         ("GET", "/api/instances/a/messages", None, "operator"),
         ("GET", "/api/instances/a/messages/pending", None, "agent"),
+        ("GET", "/api/instances/a/usage", None, "operator"),
         *(
             ("POST", f"/api/instances/nope/{verb}", None, "operator")
             for verb in ("start", "stop", "restart", "archive", "unarchive")
@@ -73,11 +74,13 @@ def routes(message: str) -> list[tuple[str, str, dict | None, str]]:
         ("POST", "/api/messages", send, "agent"),
         ("GET", "/api/messages", None, "operator"),
         ("GET", "/api/messages/dead_letter", None, "operator"),
+        ("GET", "/api/messages/stats", None, "operator"),
         ("GET", f"/api/messages/{message}", None, "operator"),
         ("POST", f"/api/messages/{message}/acknowledge", {"lease_id": "x"}, "agent"),
         ("POST", f"/api/messages/{message}/fail", {"lease_id": "x"}, "agent"),
         ("POST", f"/api/messages/{gone}/replay", None, "operator"),
         ("GET", "/api/nothing/here", None, "operator"),
+        ("GET", "/metrics", None, "operator"),
         ("WS", "/ws/instances", None, "operator"),
         ("WS", "/ws/messages", None, "operator"),
         ("WS", "/ws/instances/a/logs", None, "operator"),

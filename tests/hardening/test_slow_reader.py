@@ -19,7 +19,7 @@ from tests.hardening import raw
 from tests.hardening.conftest import Sampler
 from tests.hardening.report import SOAK, record, size
 from tests.stats import percentile
-from tests.support import global_reactor, instance_log, post_json, sleep, wait_for
+from tests.support import global_reactor, instance_log, post_json, sequenced, sleep, wait_for
 from tests.wsclient import WSClient
 
 LOUD = size(10, 50)
@@ -98,7 +98,7 @@ def hub_outcome(stream: raw.Stream) -> tuple[bool, bool]:
     segments.append(frames[start:])
     consistent = True
     for segment in segments:
-        seqs = [f["seq"] for f in segment]
+        seqs = [f["seq"] for f in sequenced(segment)]
         consistent = consistent and contiguous(seqs)
     return bool(resyncs), consistent
 

@@ -82,5 +82,18 @@ export function fakeSocketClass() {
   return FakeSocket;
 }
 
+/** A fresh manual clock and socket class, and the `env` a LiveStream takes from them. */
+export function fakeEnv() {
+  const clock = new FakeClock();
+  const Socket = fakeSocketClass();
+  const env = {
+    WebSocket: Socket,
+    setTimeout: clock.setTimeout,
+    clearTimeout: clock.clearTimeout,
+    random: () => 0,
+  };
+  return { clock, Socket, env };
+}
+
 /** Let pending promise callbacks run. */
 export const flush = () => new Promise((resolve) => setImmediate(resolve));

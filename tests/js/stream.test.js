@@ -6,21 +6,14 @@ import { beforeEach, test } from "node:test";
 
 import { Mode } from "../../cpstream/web/static/js/live.js";
 import { LiveStream, Poller } from "../../cpstream/web/static/js/stream.js";
-import { FakeClock, fakeSocketClass, flush } from "./fakes.js";
+import { fakeEnv, flush } from "./fakes.js";
 
 let clock;
 let Socket;
 let env;
 
 beforeEach(() => {
-  clock = new FakeClock();
-  Socket = fakeSocketClass();
-  env = {
-    WebSocket: Socket,
-    setTimeout: clock.setTimeout,
-    clearTimeout: clock.clearTimeout,
-    random: () => 0,
-  };
+  ({ clock, Socket, env } = fakeEnv());
 });
 
 function recorder() {
@@ -267,4 +260,23 @@ test("a cursor stream reconnects with the last cursor it was sent", () => {
   Socket.last.receive({ type: "rotated" });
   failAttempt();
   assert.equal(Socket.last.url, "ws://x/ws/instances/a/logs?backlog=10&cursor=c%2F1%2B");
+});
+
+test("a seq-less usage_changed frame is delivered and moves no resume position", () => {
+  const { seen, handlers } = recorder();
+  new LiveStream("ws://x/ws/instances", { ...handlers, resume: "seq" }, env).start();
+  Socket.last.open();
+  Socket.last.receive({ type: "snapshot", instances: [], seq: 5, epoch: "e1" });
+  const usage = { type: "usage_changed", timestamp: "T", instances: [{ id: "1", usage: {} }] };
+  Socket.last.receive(usage);
+  failAttempt();
+  assert.equal(Socket.last.url, "ws://x/ws/instances?since=5&epoch=e1");
+  Socket.last.open();
+  Socket.last.receive({ type: "resumed", since: 5, seq: 8, epoch: "e1" });
+  Socket.last.receive(usage);
+  Socket.last.receive({ type: "status_changed", id: "1", seq: 9 });
+  Socket.last.receive(usage);
+  failAttempt();
+  assert.equal(Socket.last.url, "ws://x/ws/instances?since=9&epoch=e1");
+  assert.equal(seen.frames.filter((f) => f.type === "usage_changed").length, 3);
 });

@@ -1,13 +1,14 @@
-// The dashboard: one card per instance, kept current by /ws/instances.
+// The dashboard: one card per instance, kept current by the shared instances
+// stream, with what each costs and a sparkline of its last ten minutes.
 
 import { actionButtons, createInstance } from "./actions.js";
-import { get } from "./api.js";
 import { h } from "./dom.js";
-import { POLL_MS } from "./live.js";
-import { actionsFor, applyInstanceFrame, sortedInstances, uptime } from "./model.js";
+import { actionsFor, sortedInstances, uptime } from "./model.js";
+import { UsageSparks, usageFacts } from "./usageview.js";
 
 const UPTIME_TICK_MS = 1000;
 const RUNNING = new Set(["starting", "running", "unhealthy", "stopping"]);
+const CARD_FACTS = ["cpu", "rss", "restarts", "last_exit"];
 
 /** A status badge, coloured by status. */
 export function badge(status) {
@@ -33,6 +34,8 @@ function card(instance, ctx) {
   const port = h("dd", {});
   const pid = h("dd", {});
   const up = h("dd", { class: "uptime" });
+  const usage = usageFacts(CARD_FACTS);
+  const sparks = new UsageSparks(ctx.feeds.usage, instance.id);
   const actions = actionButtons(ctx, () => current.instance);
   const el = h(
     "article",
@@ -42,7 +45,9 @@ function card(instance, ctx) {
       "dl",
       { class: "facts" },
       [h("dt", {}, "Port"), port, h("dt", {}, "PID"), pid, h("dt", {}, "Uptime"), up],
+      usage.rows,
     ),
+    sparks.el,
     actions.el,
   );
   const update = (next) => {
@@ -54,20 +59,24 @@ function card(instance, ctx) {
     port.textContent = next.port ?? "\u2014";
     pid.textContent = next.pid ?? "\u2014";
     up.textContent = uptimeText(next);
+    usage.update(next);
     actions.update(actionsFor(next), next.name);
+    if (!next.archived_at) ctx.feeds.usage.ensure(next.id, next.name);
   };
   update(instance);
-  return { el, update, tick: () => (up.textContent = uptimeText(current.instance)) };
+  return {
+    el,
+    update,
+    redraw: () => sparks.update(),
+    tick: () => (up.textContent = uptimeText(current.instance)),
+  };
 }
 
 /** Mount the dashboard in `root`; returns its teardown. */
 export function mountDashboard(root, ctx) {
-  const instances = new Map();
+  const feed = ctx.feeds.instances;
   const cards = new Map();
-  let includeArchived = ctx.prefs.includeArchived;
-  let awaiting = null; // the include_archived value of the snapshot we are waiting for
-  let stream = null;
-  const actx = { ...ctx, refresh: () => stream?.refresh() };
+  const actx = { ...ctx, refresh: () => feed.refresh() };
 
   const grid = h("div", { class: "cards", "aria-live": "off" });
   const empty = h(
@@ -76,7 +85,11 @@ export function mountDashboard(root, ctx) {
     "No instances. Create one with \u201cNew instance\u201d.",
   );
   const count = h("span", { class: "count" });
-  const toggle = h("input", { type: "checkbox", id: "show-archived", checked: includeArchived });
+  const toggle = h("input", {
+    type: "checkbox",
+    id: "show-archived",
+    checked: ctx.prefs.includeArchived,
+  });
   root.append(
     h(
       "section",
@@ -98,9 +111,10 @@ export function mountDashboard(root, ctx) {
   );
 
   const render = () => {
-    const ordered = sortedInstances(instances);
+    if (!feed.settled) return;
+    const ordered = sortedInstances(feed.instances);
     for (const [id, entry] of cards) {
-      if (!instances.has(id)) {
+      if (!feed.instances.has(id)) {
         entry.el.remove();
         cards.delete(id);
       }
@@ -118,48 +132,20 @@ export function mountDashboard(root, ctx) {
     count.textContent = `(${active}${archived ? ` + ${archived} archived` : ""})`;
   };
 
-  const apply = (frame) => {
-    if (awaiting !== null) {
-      if (frame.type !== "snapshot" || frame.include_archived !== awaiting) return;
-      awaiting = null;
-    }
-    applyInstanceFrame(instances, frame, includeArchived);
-    render();
-  };
-
-  const askArchived = (live) => {
-    if (includeArchived && live.send({ type: "set_include_archived", value: true })) {
-      awaiting = true;
-    }
-  };
-
-  stream = ctx.stream("/ws/instances", {
-    resume: "seq",
-    onOpen: (live) => {
-      awaiting = null;
-      askArchived(live);
-    },
-    onFrame: apply,
-    poll: {
-      fetch: () => get(`/api/instances?include_archived=${includeArchived}`),
-      apply: (list) => {
-        awaiting = null;
-        apply({ type: "snapshot", instances: list, include_archived: includeArchived });
-      },
-      everyMs: POLL_MS.instances,
-    },
-  });
-
   toggle.addEventListener("change", () => {
-    includeArchived = toggle.checked;
-    ctx.prefs.includeArchived = includeArchived;
-    if (stream.send({ type: "set_include_archived", value: includeArchived })) {
-      awaiting = includeArchived;
-    } else {
-      stream.refresh();
-    }
+    ctx.prefs.includeArchived = toggle.checked;
+    feed.want(toggle.checked);
   });
 
+  feed.want(ctx.prefs.includeArchived);
+  render();
+  const stops = [
+    feed.subscribe(render),
+    ctx.feeds.usage.subscribe((id) => cards.get(id)?.redraw()),
+  ];
   const ticker = setInterval(() => cards.forEach((entry) => entry.tick()), UPTIME_TICK_MS);
-  return () => clearInterval(ticker);
+  return () => {
+    clearInterval(ticker);
+    stops.forEach((stop) => stop());
+  };
 }

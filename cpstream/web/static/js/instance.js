@@ -1,14 +1,19 @@
-// The instance page: its details, kept current by /ws/instances, and a live
-// log view from /ws/instances/NAME/logs that follows the tail.
+// The instance page: its details and costs, kept current by the shared
+// instances stream; its lifecycle history; and a live log view from
+// /ws/instances/NAME/logs that follows the tail.
 
 import { actionButtons } from "./actions.js";
 import { get, instancePath } from "./api.js";
 import { badge, setBadge, uptimeText } from "./dashboard.js";
-import { h } from "./dom.js";
+import { clock, h } from "./dom.js";
 import { POLL_MS } from "./live.js";
-import { MAX_LOG_LINES, actionsFor, applyInstanceFrame, newTailLines } from "./model.js";
+import { FAILED, MAX_LOG_LINES, actionsFor, mergeHistory, newTailLines } from "./model.js";
+import { exitReason } from "./usage.js";
+import { UsageSparks, usageFacts } from "./usageview.js";
 
 const BACKLOG = 1000;
+const HISTORY = 100;
+const USAGE_FACTS = ["cpu", "rss", "fds", "threads", "children", "restarts", "last_exit"];
 const FACT_LABELS = Object.freeze({
   port: "Port",
   pid: "PID",
@@ -103,11 +108,66 @@ class LogView {
   }
 }
 
+/** What one lifecycle event says, as the parts of its history entry. */
+function describe(event) {
+  switch (event.type) {
+    case "status_changed":
+      return [
+        badge(event.status),
+        event.exit
+          ? h(
+              "span",
+              { class: FAILED.has(event.status) ? "exit bad" : "exit" },
+              exitReason(event.exit),
+            )
+          : null,
+        event.pid ? h("span", { class: "muted" }, `pid ${event.pid}`) : null,
+      ];
+    case "instance_created":
+      return [
+        h("span", { class: "badge" }, "created"),
+        event.cloned_from ? h("span", { class: "muted" }, `clone of ${event.cloned_from}`) : null,
+      ];
+    default:
+      return [h("span", { class: "badge" }, event.type.replace(/^instance_/, ""))];
+  }
+}
+
+/** The lifecycle history: newest first, merged by seq from REST and the stream. */
+class HistoryView {
+  constructor() {
+    this.events = [];
+    this.list = h("ol", { class: "history", "aria-label": "Lifecycle history" });
+    this.empty = h("p", { class: "hint history-empty" }, "No events yet.");
+  }
+
+  reset(events) {
+    this.events = [];
+    this.merge(events);
+  }
+
+  merge(events) {
+    this.events = mergeHistory(this.events, events);
+    this.list.replaceChildren(
+      ...this.events.map((e) =>
+        h(
+          "li",
+          { dataset: { seq: e.seq, type: e.type } },
+          h("time", { class: "mono", datetime: e.timestamp }, clock(e.timestamp)),
+          " ",
+          describe(e),
+        ),
+      ),
+    );
+    this.empty.hidden = this.events.length > 0;
+  }
+}
+
 /** Mount the page of instance `name` in `root`; returns its teardown. */
 export function mountInstance(root, ctx, name) {
-  const instances = new Map();
+  const feed = ctx.feeds.instances;
   let shown = null;
-  let awaiting = true;
+  let sparks = null;
 
   const title = h("h1", {}, name);
   const status = badge("unknown");
@@ -119,10 +179,12 @@ export function mountInstance(root, ctx, name) {
     health: h("dd", {}),
     restart: h("dd", {}),
   };
-  let stream = null;
-  const actions = actionButtons({ ...ctx, refresh: () => stream?.refresh() }, () => shown);
+  const usage = usageFacts(USAGE_FACTS);
+  const actions = actionButtons({ ...ctx, refresh: () => feed.refresh() }, () => shown);
   const missing = h("p", { class: "empty", hidden: true });
   const log = new LogView();
+  const history = new HistoryView();
+  const sparkSlot = h("div", { class: "spark-slot" });
   const download = h(
     "a",
     { class: "btn btn-sm", href: instancePath(name, "logs", "download"), download: "" },
@@ -133,9 +195,15 @@ export function mountInstance(root, ctx, name) {
     { class: "details" },
     h("header", { class: "card-head" }, title, status),
     h(
-      "dl",
-      { class: "facts facts-wide" },
-      Object.entries(FACT_LABELS).map(([key, label]) => [h("dt", {}, label), facts[key]]),
+      "div",
+      { class: "details-body" },
+      h(
+        "dl",
+        { class: "facts facts-wide" },
+        Object.entries(FACT_LABELS).map(([key, label]) => [h("dt", {}, label), facts[key]]),
+      ),
+      h("dl", { class: "facts facts-wide" }, usage.rows),
+      sparkSlot,
     ),
     actions.el,
   );
@@ -144,30 +212,65 @@ export function mountInstance(root, ctx, name) {
     missing,
     details,
     h(
-      "section",
-      { class: "log-panel" },
+      "div",
+      { class: "instance-body" },
       h(
-        "header",
-        { class: "log-head" },
-        h("h2", {}, "Log"),
-        log.status,
-        h("span", { class: "spacer" }),
-        log.jump,
-        download,
+        "section",
+        { class: "log-panel" },
+        h(
+          "header",
+          { class: "log-head" },
+          h("h2", {}, "Log"),
+          log.status,
+          h("span", { class: "spacer" }),
+          log.jump,
+          download,
+        ),
+        log.lines,
       ),
-      log.lines,
+      h(
+        "section",
+        { class: "history-panel", "aria-labelledby": "history-title" },
+        h("header", { class: "log-head" }, h("h2", { id: "history-title" }, "History")),
+        history.list,
+        history.empty,
+      ),
     ),
   );
 
+  let historyRound = 0;
+  const loadHistory = () => {
+    const round = ++historyRound;
+    get(`${instancePath(name, "events")}?limit=${HISTORY}`)
+      .then((events) => {
+        if (round === historyRound) history.merge(events);
+      })
+      .catch((error) => {
+        if (error.status !== 404) ctx.notify.error(error, `Load the history of ${name}`);
+      });
+  };
+
   const render = () => {
-    const matches = [...instances.values()].filter((i) => i.name === name);
-    shown = matches.find((i) => !i.archived_at) ?? matches[0] ?? shown;
-    if (!shown) return;
+    if (!feed.settled) return;
+    const matches = [...feed.instances.values()].filter((i) => i.name === name);
+    const next = matches.find((i) => !i.archived_at) ?? matches[0] ?? shown;
+    if (!next) return;
+    if (next.id !== shown?.id) {
+      sparks = new UsageSparks(ctx.feeds.usage, next.id);
+      sparkSlot.replaceChildren(sparks.el);
+      if (shown) {
+        history.reset([]);
+        loadHistory();
+      }
+    }
+    shown = next;
+    if (!shown.archived_at) ctx.feeds.usage.ensure(shown.id, shown.name);
     setBadge(status, shown.status);
     details.classList.toggle("archived", Boolean(shown.archived_at));
     facts.port.textContent = shown.port ?? "\u2014";
     facts.pid.textContent = shown.pid ?? "\u2014";
     facts.uptime.textContent = uptimeText(shown);
+    usage.update(shown);
     actions.update(actionsFor(shown), name);
   };
 
@@ -186,26 +289,21 @@ export function mountInstance(root, ctx, name) {
       if (error.status === 404) notFound(error.message);
       else ctx.notify.error(error, `Load ${name}`);
     });
+  loadHistory();
 
-  stream = ctx.stream("/ws/instances", {
-    onOpen: (live) => {
-      awaiting = live.send({ type: "set_include_archived", value: true });
-    },
-    onFrame: (frame) => {
-      if (awaiting && !(frame.type === "snapshot" && frame.include_archived)) return;
-      awaiting = false;
-      applyInstanceFrame(instances, frame, true);
-      render();
-    },
-    poll: {
-      fetch: () => get("/api/instances?include_archived=true"),
-      apply: (list) => {
-        applyInstanceFrame(instances, { type: "snapshot", instances: list }, true);
-        render();
-      },
-      everyMs: POLL_MS.instances,
-    },
-  });
+  const onFrame = (frame) => {
+    render();
+    if (frame.type === "snapshot") loadHistory();
+    else if (Number.isInteger(frame.seq) && shown && frame.id === shown.id) history.merge([frame]);
+  };
+  feed.want(true);
+  render();
+  const stops = [
+    feed.subscribe(onFrame),
+    ctx.feeds.usage.subscribe((id) => {
+      if (id === shown?.id) sparks?.update();
+    }),
+  ];
 
   ctx.stream(`/ws/instances/${encodeURIComponent(name)}/logs?backlog=${BACKLOG}`, {
     resume: "cursor",
@@ -241,5 +339,8 @@ export function mountInstance(root, ctx, name) {
   const ticker = setInterval(() => {
     if (shown) facts.uptime.textContent = uptimeText(shown);
   }, 1000);
-  return () => clearInterval(ticker);
+  return () => {
+    clearInterval(ticker);
+    stops.forEach((stop) => stop());
+  };
 }

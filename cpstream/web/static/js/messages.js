@@ -1,16 +1,24 @@
-// The messages page: a live table of message events from /ws/messages,
-// filtered by instance and correlation id; a row opens the message itself.
+// The messages view: counts by status, then one of two tabs: a live table of
+// message events from /ws/messages, filtered by instance and correlation id
+// (a row opens the message beside it), or the dead letters.
 
 import { get } from "./api.js";
+import { mountDeadLetters } from "./deadletters.js";
 import { clock, fill, h } from "./dom.js";
 import { POLL_MS } from "./live.js";
-import { MAX_MESSAGE_ROWS, eventFromMessage, messagesHash } from "./model.js";
+import { eventBadge, messageFacts, timelineList } from "./message.js";
+import {
+  DEAD_LETTERS_HASH,
+  MAX_MESSAGE_ROWS,
+  eventFromMessage,
+  messageHash,
+  messagesHash,
+} from "./model.js";
+
+// Message statuses in the order of their life.
+const STATUSES = ["queued", "delivered", "retry_scheduled", "acknowledged", "dead_letter"];
 
 const COLUMNS = ["Time", "Event", "Type", "From", "To", "Correlation", "Message", "Detail"];
-
-function eventBadge(event) {
-  return h("span", { class: `badge event-${event}` }, event);
-}
 
 function row(event, select) {
   const tr = h(
@@ -52,9 +60,8 @@ function filterInput(name, value) {
   });
 }
 
-/** The message detail panel: fields, the redacted payload, the timeline. */
+/** The message detail panel: a link to its page, fields, the redacted payload, the timeline. */
 function detail(message, close) {
-  const field = (label, value) => [h("dt", {}, label), h("dd", {}, value ?? "\u2014")];
   return [
     h(
       "header",
@@ -62,45 +69,86 @@ function detail(message, close) {
       h("h2", {}, message.message_type),
       eventBadge(message.status),
       h("span", { class: "spacer" }),
+      h("a", { class: "btn btn-sm", href: messageHash(message.id) }, "Open page"),
       h(
         "button",
         { type: "button", class: "btn btn-sm", "aria-label": "Close message", onclick: close },
         "\u00d7",
       ),
     ),
-    h(
-      "dl",
-      { class: "facts facts-wide" },
-      field("Id", h("span", { class: "mono" }, message.id)),
-      field("From", message.from_instance),
-      field("To", message.to_instance),
-      field("Correlation", message.correlation_id),
-      field("Attempts", `${message.attempts} of ${message.max_retries}`),
-      field("Created", message.created_at),
-      field("Expires", message.expires_at),
-    ),
-    h("h3", {}, "Payload (redacted)"),
-    h("pre", { class: "payload" }, JSON.stringify(message.payload, null, 2)),
+    messageFacts(message),
     h("h3", {}, "Timeline"),
-    h(
-      "ol",
-      { class: "timeline" },
-      message.events.map((e) =>
-        h(
-          "li",
-          {},
-          h("span", { class: "mono" }, e.timestamp),
-          " ",
-          eventBadge(e.event),
-          e.detail ? ` ${e.detail}` : "",
-        ),
-      ),
-    ),
+    timelineList(message.events),
   ];
 }
 
-/** Mount the messages page in `root` with `query` filters; returns its teardown. */
-export function mountMessages(root, ctx, query) {
+/** "3 queued", "1 dead letter", "2 dead letters"; an ellipsis until the count is known. */
+function countText(n, status) {
+  const label = status === "dead_letter" && n !== 1 ? "dead letters" : status.replace("_", " ");
+  return `${Number.isInteger(n) ? n : "\u2026"} ${label}`;
+}
+
+/** The counts by status, kept current from the shared message counts. */
+function statusCounts(stats) {
+  const label = "Messages by status";
+  const el = h("div", { class: "status-counts", role: "group", "aria-label": label });
+  const render = (value) => {
+    const by = value?.by_status ?? {};
+    el.replaceChildren(
+      ...STATUSES.map((status) =>
+        h(
+          "span",
+          { class: `pill event-${status}`, dataset: { status } },
+          countText(by[status], status),
+        ),
+      ),
+    );
+  };
+  render(stats.value);
+  return { el, stop: stats.subscribe(render) };
+}
+
+/** The tab links: the events table and the dead letters. */
+function tabs(current, stats) {
+  const deadCount = h("span", { class: "count" });
+  const render = (value) => {
+    deadCount.textContent = Number.isInteger(value?.dead_letter) ? ` (${value.dead_letter})` : "";
+  };
+  const link = (tab, href, ...label) =>
+    h("a", { href, "aria-current": tab === current ? "page" : null }, ...label);
+  render(stats.value);
+  return {
+    el: h(
+      "nav",
+      { class: "tabs", "aria-label": "Messages" },
+      link("events", "#/messages", "Events"),
+      link("dead_letters", DEAD_LETTERS_HASH, "Dead letters", deadCount),
+    ),
+    stop: stats.subscribe(render),
+  };
+}
+
+/** Mount the messages view for `route` (its tab and filters); returns its teardown. */
+export function mountMessages(root, ctx, route) {
+  const stats = ctx.feeds.stats;
+  const nav = tabs(route.tab, stats);
+  const counts = statusCounts(stats);
+  root.append(h("section", { class: "toolbar" }, h("h1", {}, "Messages"), nav.el), counts.el);
+  const content = h("div", {});
+  root.append(content);
+  const unmount =
+    route.tab === "dead_letters"
+      ? mountDeadLetters(content, ctx)
+      : mountEvents(content, ctx, route.query);
+  return () => {
+    unmount();
+    nav.stop();
+    counts.stop();
+  };
+}
+
+/** Mount the live events table in `root` with `query` filters; returns its teardown. */
+function mountEvents(root, ctx, query) {
   const filters = { instance: query.instance ?? "", correlation_id: query.correlation_id ?? "" };
   let selected = null;
 
@@ -139,7 +187,7 @@ export function mountMessages(root, ctx, query) {
   const head = h("tr", {}, COLUMNS.map((title) => h("th", { scope: "col" }, title)));
   const table = h("table", { class: "events" }, h("thead", {}, head), body);
   root.append(
-    h("section", { class: "toolbar" }, h("h1", {}, "Messages"), form),
+    form,
     note,
     h(
       "div",

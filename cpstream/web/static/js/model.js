@@ -4,12 +4,52 @@
 export const MAX_LOG_LINES = 5000;
 export const MAX_MESSAGE_ROWS = 1000;
 
-const INSTANCE_FIELDS = ["id", "name", "status", "port", "pid", "started_at", "archived_at"];
+export const MAX_HISTORY = 200;
 
-function instanceFrom(source) {
-  const instance = { pid: null, started_at: null, archived_at: null };
+const INSTANCE_FIELDS = [
+  "id",
+  "name",
+  "status",
+  "port",
+  "pid",
+  "started_at",
+  "archived_at",
+  "usage",
+  "restarts",
+  "last_exit",
+];
+const INSTANCE_DEFAULTS = Object.freeze({
+  pid: null,
+  started_at: null,
+  archived_at: null,
+  usage: null,
+  restarts: 0,
+  last_exit: null,
+});
+
+/** The fields of an instance that `source` carries, over `base` (defaults, or what was known). */
+function instanceFrom(source, base = INSTANCE_DEFAULTS) {
+  const instance = { ...base };
   for (const key of INSTANCE_FIELDS) if (key in source) instance[key] = source[key];
   return instance;
+}
+
+// Statuses with a live process group: only their latest usage sample means something.
+export const LIVE_STATUSES = new Set(["starting", "running", "unhealthy", "stopping"]);
+
+/**
+ * A status change: the new status and pid, how the process ended when it did
+ * (frames from before restarts were counted lack both: unchanged), and no
+ * usage once nothing runs (the next `usage_changed` brings a live one's).
+ */
+function changeStatus(known, frame) {
+  known.pid = frame.pid;
+  known.started_at = frame.started_at ?? known.started_at;
+  known.status = known.archived_at ? "archived" : frame.status;
+  if (Number.isInteger(frame.restarts)) known.restarts = frame.restarts;
+  if (frame.last_exit !== undefined) known.last_exit = frame.last_exit;
+  else if (frame.exit) known.last_exit = { ...frame.exit, at: frame.timestamp ?? null };
+  if (!LIVE_STATUSES.has(frame.status)) known.usage = null;
 }
 
 /** Apply one `/ws/instances` frame to `instances` (a Map by id); returns the Map. */
@@ -24,10 +64,13 @@ export function applyInstanceFrame(instances, frame, includeArchived) {
       instances.set(frame.id, instanceFrom(frame));
       break;
     case "status_changed":
-      if (known) {
-        known.pid = frame.pid;
-        known.started_at = frame.started_at ?? known.started_at;
-        known.status = known.archived_at ? "archived" : frame.status;
+      if (known) changeStatus(known, frame);
+      break;
+    case "usage_changed":
+      // Samples, not history: no seq, nothing to resume; the latest one is the usage.
+      for (const entry of frame.instances ?? []) {
+        const instance = instances.get(entry.id);
+        if (instance) instance.usage = entry.usage;
       }
       break;
     case "instance_archived":
@@ -38,9 +81,11 @@ export function applyInstanceFrame(instances, frame, includeArchived) {
         instances.delete(frame.id);
       }
       break;
-    case "instance_unarchived":
-      instances.set(frame.id, { ...(known ?? {}), ...instanceFrom(frame), archived_at: null });
+    case "instance_unarchived": {
+      const back = instanceFrom(frame, known ?? INSTANCE_DEFAULTS);
+      instances.set(frame.id, { ...back, archived_at: null });
       break;
+    }
     case "instance_deleted":
       instances.delete(frame.id);
       break;
@@ -58,7 +103,7 @@ export function sortedInstances(instances) {
 }
 
 const RUNS = new Set(["starting", "running", "unhealthy"]);
-const FAILED = new Set(["crashed", "crash_loop"]);
+export const FAILED = new Set(["crashed", "crash_loop"]);
 const DOWN = new Set(["stopped", ...FAILED]);
 
 /** Which actions make sense for an instance in its current state. */
@@ -171,6 +216,13 @@ export function messagesHash(filters) {
   return text ? `#/messages?${text}` : "#/messages";
 }
 
+/** The hash route of one message's page. */
+export function messageHash(id) {
+  return `#/messages/${encodeURIComponent(id)}`;
+}
+
+export const DEAD_LETTERS_HASH = "#/messages/dead-letters";
+
 /** The view and its parameters for a location hash. */
 export function parseRoute(hash) {
   const path = hash.replace(/^#/, "") || "/";
@@ -178,7 +230,87 @@ export function parseRoute(hash) {
   const query = Object.fromEntries(new URLSearchParams(queryText));
   const instance = route.match(/^\/instances\/([^/]+)\/?$/);
   if (instance) return { view: "instance", name: decodeURIComponent(instance[1]), query };
-  if (/^\/messages\/?$/.test(route)) return { view: "messages", query };
+  if (/^\/messages\/?$/.test(route)) return { view: "messages", tab: "events", query };
+  if (/^\/messages\/dead-letters\/?$/.test(route)) {
+    return { view: "messages", tab: "dead_letters", query };
+  }
+  const message = route.match(/^\/messages\/([^/]+)\/?$/);
+  if (message) return { view: "message", id: decodeURIComponent(message[1]), query };
   if (route === "/" || route === "") return { view: "dashboard", query };
   return { view: "not_found", query };
+}
+
+// Instance statuses in the order the header counts them.
+export const STATUS_ORDER = Object.freeze([
+  "running",
+  "starting",
+  "unhealthy",
+  "stopping",
+  "crashed",
+  "crash_loop",
+  "stopped",
+]);
+
+/** `[[status, count], ...]` of the instances that are not archived, in `STATUS_ORDER`. */
+export function statusCounts(instances) {
+  const counts = new Map();
+  for (const instance of instances.values()) {
+    if (instance.archived_at || instance.status === "archived") continue;
+    counts.set(instance.status, (counts.get(instance.status) ?? 0) + 1);
+  }
+  const known = STATUS_ORDER.filter((s) => counts.has(s)).map((s) => [s, counts.get(s)]);
+  const other = [...counts].filter(([s]) => !STATUS_ORDER.includes(s)).sort();
+  return [...known, ...other];
+}
+
+// Events one change appends together share its timestamp; these end such a change.
+const CONCLUDING = new Set(["retry_scheduled", "dead_lettered"]);
+
+/**
+ * A message's timeline with `incoming` events merged in (REST events or
+ * `message_event` frames): one entry per event and time, oldest first (of two
+ * at the same time, the failure before what it led to).
+ */
+export function mergeTimeline(known, incoming) {
+  const byKey = new Map();
+  for (const e of [...known, ...incoming]) {
+    const entry = { event: e.event, detail: e.detail ?? null, timestamp: e.timestamp };
+    byKey.set(`${entry.event}\u0000${entry.timestamp}`, entry);
+  }
+  const rank = (e) => (CONCLUDING.has(e.event) ? 1 : 0);
+  return [...byKey.values()].sort((a, b) => {
+    if (a.timestamp !== b.timestamp) return a.timestamp < b.timestamp ? -1 : 1;
+    return rank(a) - rank(b);
+  });
+}
+
+/**
+ * An instance's lifecycle history with `incoming` event frames merged in: one
+ * entry per `seq`, newest first, at most `max`.
+ */
+export function mergeHistory(known, incoming, max = MAX_HISTORY) {
+  const bySeq = new Map();
+  for (const e of [...known, ...incoming]) if (Number.isInteger(e.seq)) bySeq.set(e.seq, e);
+  return [...bySeq.values()].sort((a, b) => b.seq - a.seq).slice(0, max);
+}
+
+/**
+ * Why a message is a dead letter, from its timeline (oldest first): the last
+ * `dead_lettered` reason and the failure detail before it, as
+ * "retries exhausted: could not parse"; "" when the timeline does not say.
+ */
+export function failureOf(events) {
+  let last = -1;
+  for (let i = events.length - 1; i >= 0 && last < 0; i -= 1) {
+    if (events[i].event === "dead_lettered") last = i;
+  }
+  if (last < 0) return "";
+  const reason = events[last].detail ?? "";
+  let cause = "";
+  for (let i = last - 1; i >= 0 && !cause; i -= 1) {
+    const e = events[i];
+    if (e.event === "replayed" || e.event === "dead_lettered") break;
+    if ((e.event === "failed" || e.event === "expired") && e.detail) cause = e.detail;
+  }
+  return [reason, cause].filter(Boolean).join(": ");
 }
