@@ -128,8 +128,10 @@ class Authenticator:
         sessions: Sessions,
         codes: LoginCodes,
         required: bool = True,
+        cookie_ports: tuple[int, ...] = (),
     ) -> None:
         self._token = token
+        self._cookie_ports = cookie_ports
         self._registry = registry
         self.sessions = sessions
         self.codes = codes
@@ -145,9 +147,11 @@ class Authenticator:
                 return OPERATOR
             instance = self._registry.by_token(bearer)
             return Principal("agent", instance.name) if instance is not None else None
-        cookie = request.getCookie(cookie_name(request))
-        if cookie is not None and self.sessions.check(cookie.decode("latin-1")):
-            return OPERATOR
+        names = [cookie_name(request), *(port_cookie(port) for port in self._cookie_ports)]
+        for name in names:
+            cookie = request.getCookie(name)
+            if cookie is not None and self.sessions.check(cookie.decode("latin-1")):
+                return OPERATOR
         return None
 
     def login(self, secret: str) -> bool:
@@ -158,7 +162,12 @@ class Authenticator:
 def cookie_name(request: Any) -> bytes:
     """The session cookie's name on this listener: two daemons on one host (different
     ports) must not overwrite each other's sessions."""
-    port = getattr(request.getHost(), "port", None)
+    return port_cookie(getattr(request.getHost(), "port", None))
+
+
+def port_cookie(port: int | None) -> bytes:
+    """The session cookie's name on a listener on ``port`` (a gateway also accepts the
+    control plane's, named after the control plane's port)."""
     return COOKIE if port is None else COOKIE + b"_" + str(port).encode()
 
 
