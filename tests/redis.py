@@ -23,6 +23,8 @@ import pytest
 from twisted.internet import reactor as global_reactor
 from twisted.internet.task import deferLater
 
+from tests.support import Daemon
+
 START_TIMEOUT = 10.0
 
 
@@ -200,3 +202,23 @@ def private_redis() -> RedisServer:
     server = RedisServer(require_binary(), persist=True).start()
     yield server
     server.close()
+
+
+class GatewayProcess(Daemon):
+    """``cpstream gateway`` as a real child process on a free loopback port, with the
+    operator token of the control plane whose data dir is ``data_dir``."""
+
+    data_dir_arg = False
+
+    def __init__(self, data_dir: Path, broker: str, control: str, *args: str) -> None:
+        super().__init__(
+            data_dir,
+            "--broker",
+            broker,
+            "--control",
+            control,
+            "--token-file",
+            str(data_dir / "operator.token"),
+            *args,
+            program=(sys.executable, "-m", "cpstream.cli", "gateway"),
+        )
