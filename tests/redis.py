@@ -164,6 +164,10 @@ class RedisServer:
             process.wait(timeout=10)
         self.process = None
 
+    def wipe(self) -> None:
+        """Forget the saved data: the next start is empty (a Redis that lost its data)."""
+        (self.folder / "dump.rdb").unlink(missing_ok=True)
+
     def pause(self) -> None:
         """Freeze it (SIGSTOP): a network stall, as its clients see it."""
         assert self.process is not None

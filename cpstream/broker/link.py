@@ -8,6 +8,7 @@ connection: a frozen Redis (or a stalled network) is noticed, not waited on.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -19,6 +20,11 @@ from twisted.internet import defer, endpoints, protocol
 from twisted.logger import Logger
 
 REPLY_TIMEOUT = 2.0
+
+
+def _jitter() -> float:
+    """Up to 0.1 s more before a reconnect, so gateways do not all arrive at once."""
+    return random.uniform(0.0, 0.1)
 
 
 class BadURL(ValueError):
@@ -104,7 +110,7 @@ class Link(Service):
         self._service = ClientService(
             endpoint,
             _Factory(self, protocol_class, db, password),
-            retryPolicy=backoffPolicy(initialDelay=0.05, maxDelay=1.0, factor=2.0, jitter=None),
+            retryPolicy=backoffPolicy(initialDelay=0.05, maxDelay=1.0, factor=2.0, jitter=_jitter),
             clock=reactor,
             prepareConnection=self._prepare,
         )
