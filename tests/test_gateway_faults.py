@@ -71,7 +71,6 @@ async def until_health(checker: Checker, index: int, status: str, timeout: float
         if (await health(checker, index))[1]["status"] == status:
             return
         await sleep(0.1)
-    print("\n".join(x for x in checker.gateways[index].log_text().splitlines() if "access" not in x and "GET" not in x)[-5000:])
     raise AssertionError(f"gateway {index} never {status}: {await health(checker, index)}")
 
 
