@@ -113,8 +113,9 @@ def makeService(config: Options, reactor: Any = None) -> Gateway:  # noqa: N802 
     if reactor is None:
         from twisted.internet import reactor
     kept = mirrors(reactor)
-    feed = RedisFeed(reactor, config["broker"], kept)
     streams = Streams(reactor, config["idle-timeout"], config["max-connections"])
+    streams.not_ready = "the gateway has not loaded the streams from its broker yet: retry"
+    feed = RedisFeed(reactor, config["broker"], kept, on_loaded=lambda: _ready(streams))
     token = config["token"] or ""
     instances = InstancesFactory(streams, kept[INSTANCES].hub, InstancesView(kept[INSTANCES]))
     messages = MessagesFactory(streams, kept[MESSAGES].hub, MessagesView(kept[MESSAGES]))
@@ -138,6 +139,11 @@ def makeService(config: Options, reactor: Any = None) -> Gateway:  # noqa: N802 
     scheme = "https" if config["listen"].startswith("ssl:") else "http"
     web = WebService(endpoints.serverFromString(reactor, config["listen"]), site, scheme)
     return Gateway(web, feed, streams)
+
+
+def _ready(streams: Streams) -> None:
+    """The first load is done: streams may open (their snapshots are the broker's)."""
+    streams.not_ready = None
 
 
 def _port_of(control: str | None) -> tuple[int, ...]:

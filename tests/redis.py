@@ -226,3 +226,17 @@ class GatewayProcess(Daemon):
             *args,
             program=(sys.executable, "-m", "cpstream.cli", "gateway"),
         )
+
+    async def start(self, timeout: float = 30.0) -> GatewayProcess:
+        """Start it and wait until it has loaded the streams (its health says ok)."""
+        import treq
+
+        await super().start(timeout)
+        deadline = global_reactor.seconds() + timeout
+        while global_reactor.seconds() < deadline:
+            response = await treq.get(f"{self.url}/api/health")
+            await response.content()
+            if response.code == 200:
+                return self
+            await deferLater(global_reactor, 0.05, lambda: None)
+        raise AssertionError(f"gateway never healthy: {self.log_text()[-2000:]}")

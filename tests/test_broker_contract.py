@@ -33,6 +33,7 @@ class Fed:
     hubs: dict[str, Any]
     instances: Any
     messages: Any
+    feed: Any = None
 
     @property
     def url(self) -> str:
@@ -75,7 +76,8 @@ async def fed(request: pytest.FixtureRequest, data_dir: Any) -> AsyncIterator[Fe
             feed.startService()
             await wait_for(lambda: all(m.loaded for m in kept.values()), timeout=10)
             hubs = {topic: mirror.hub for topic, mirror in kept.items()}
-            yield Fed(cp, hubs, InstancesView(kept["instances"]), MessagesView(kept["messages"]))
+            views = InstancesView(kept["instances"]), MessagesView(kept["messages"])
+            yield Fed(cp, hubs, *views, feed=feed)
     finally:
         if feed is not None:
             await feed.stopService()
@@ -108,8 +110,11 @@ async def test_every_event_arrives_once_in_order_as_the_same_bytes(fed: Fed) -> 
     """A fed hub's subscriber gets the control plane's frames: same bytes, same order."""
     fed_raw = {topic: Raw(hub) for topic, hub in fed.hubs.items()}
     cp_raw = {topic: Raw(hub) for topic, hub in fed.cp.hubs.items()}
+    loads = fed.feed.loads if fed.feed is not None else 0
     await activity(fed.url)
     await fed.caught_up()
+    if fed.feed is not None:  # live, through Pub/Sub: no load (backfill) was needed
+        assert fed.feed.loads == loads and fed.feed.batches > 0
     for topic in fed.hubs:
         assert fed_raw[topic].payloads == cp_raw[topic].payloads
         assert len(fed_raw[topic].payloads) >= 5

@@ -49,9 +49,15 @@ class RedisFeed(Service):
     log = Logger()
 
     def __init__(
-        self, reactor: Any, url: str, mirrors: dict[str, Mirror], prefix: str = PREFIX
+        self,
+        reactor: Any,
+        url: str,
+        mirrors: dict[str, Mirror],
+        prefix: str = PREFIX,
+        on_loaded: Any = lambda: None,
     ) -> None:
         self.reactor = reactor
+        self._on_loaded = on_loaded
         self.url = url
         self.mirrors = mirrors
         self.keys = {topic: Keys.of(prefix, topic) for topic in mirrors}
@@ -83,6 +89,7 @@ class RedisFeed(Service):
         return {
             "kind": "redis",
             "reachable": self.reachable,
+            "loaded": all(m.loaded for m in self.mirrors.values()),
             "topics": {
                 topic: {"seq": m.seq, "epoch": m.epoch, "loaded": m.loaded}
                 for topic, m in self.mirrors.items()
@@ -192,6 +199,9 @@ class RedisFeed(Service):
             self._done_loading(topic)
             return  # nothing published yet: keep serving what we have
         continued = mirror.load(epoch, seq, floor, state, events)
+        if all(m.loaded for m in self.mirrors.values()) and self._on_loaded is not None:
+            on_loaded, self._on_loaded = self._on_loaded, None
+            on_loaded()
         if not continued:
             self.log.info(
                 "redis: {topic} loaded anew at seq {seq} (epoch {epoch})",

@@ -63,6 +63,7 @@ class _Factory(protocol.Factory):
             convertNumbers=False,
         )
         proto.factory = self
+        proto.itself = proto  # ClientService hands out a proxy: this reaches the protocol
         proto.callLater = self._link.reactor.callLater
         link = self._link
         lost = proto.connectionLost
@@ -129,8 +130,9 @@ class Link(Service):
         return self._service.stopService()
 
     @defer.inlineCallbacks
-    def _prepare(self, proto: Any) -> Any:
+    def _prepare(self, proxy: Any) -> Any:
         """A new connection: ready once authenticated, selected and prepared by the owner."""
+        proto = proxy.itself
         yield proto.whenConnected()
         try:
             yield self._on_ready(proto)

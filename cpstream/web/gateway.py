@@ -1,10 +1,11 @@
 """A gateway's HTTP side: ``/api/health`` (is Redis reachable?) and the ``/ws/`` tree.
 
 A gateway has no REST API of its own: the control plane keeps it. ``/api/health``
-answers everyone ``{"status": "ok"}`` (200) while the broker is reachable and
-``{"status": "degraded"}`` (503) while it is not, so a load balancer stops sending
-new clients to a gateway that cannot see new events; the operator also gets the
-broker's figures and the open stream count. Any other ``/api/`` path is a JSON 404.
+answers everyone ``{"status": "ok"}`` (200) while the broker is reachable (and the
+streams were loaded from it) and ``{"status": "degraded"}`` (503) while not, so a
+load balancer stops sending new clients to a gateway that cannot see new events;
+the operator also gets the broker's figures and the open stream count. Any other
+``/api/`` path is a JSON 404.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ class GatewayHealth(Resource):
         if request.postpath and any(request.postpath):
             return error_response(request, 404, "no such route")
         broker = self._broker()
-        ok = bool(broker.get("reachable"))
+        ok = bool(broker.get("reachable")) and bool(broker.get("loaded"))
         body: dict[str, Any] = {"status": "ok" if ok else "degraded"}
         principal = getattr(request, "principal", None)
         if principal is not None and principal.operator:

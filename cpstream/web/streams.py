@@ -36,7 +36,8 @@ class StreamResource(WebSocketResource):
                 request, 400, "this is a WebSocket endpoint: send an Upgrade request"
             )
         if not self._streams.admit():
-            return error_response(request, 503, "too many stream connections")
+            why = self._streams.not_ready or "too many stream connections"
+            return error_response(request, 503, why)
         return super().render(request)
 
 
