@@ -95,14 +95,6 @@ class _NoAgents:
         return None
 
 
-class _SessionsEndedAtTheControlPlane:
-    """The gateway cannot see the control plane's logouts (its ``ended_sessions`` table):
-    a session ended there still opens streams here until it expires (see README)."""
-
-    def ended(self, session_id: str) -> bool:
-        return False
-
-
 def mirrors(reactor: Any) -> dict[str, Mirror]:
     """One empty mirror per topic, each with its hub."""
     return {topic: Mirror(Hub(reactor, prepare=prepare_frame)) for topic in (INSTANCES, MESSAGES)}
@@ -124,7 +116,7 @@ def makeService(config: Options, reactor: Any = None) -> Gateway:  # noqa: N802 
     auth = Authenticator(
         token,
         _NoAgents(),  # type: ignore[arg-type]
-        Sessions(token, _SessionsEndedAtTheControlPlane(), reactor),  # type: ignore[arg-type]
+        Sessions(token, feed.ended_sessions, reactor),  # type: ignore[arg-type]
         LoginCodes(),
         required=config["auth"] == "token",
         cookie_ports=_port_of(config["control"]),

@@ -269,7 +269,7 @@ def makeService(config: Options, reactor: Any = None) -> ControlPlane:  # noqa: 
     auth = Authenticator(
         token,
         registry,
-        Sessions(token, store.sessions, reactor),
+        Sessions(token, store.sessions, reactor, broker.sessions(store.sessions.all)),
         LoginCodes(),
         required=config["auth"] == "token",
     )

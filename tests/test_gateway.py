@@ -212,7 +212,8 @@ async def test_a_browser_session_of_the_control_plane_opens_gateway_streams(
     cluster: Cluster,
 ) -> None:
     """The control plane's session cookie (signed with the operator token) works on a
-    gateway, under the control plane's cookie name; a forged one does not."""
+    gateway, under the control plane's cookie name; a forged one does not, nor one ended
+    by a logout at the control plane."""
     login = await treq.post(
         f"{cluster.cp.url}/login",
         json={"token": cluster.token},
@@ -233,6 +234,27 @@ async def test_a_browser_session_of_the_control_plane_opens_gateway_streams(
         await client.until(lambda c: b"\r\n\r\n" in c.data, timeout=10)
         assert client.data.startswith(expected), client.data[:100]
         client.transport.loseConnection()
+    logout = await treq.post(
+        f"{cluster.cp.url}/logout",
+        headers={"Origin": cluster.cp.url, "Cookie": f"{name}={cookies[name]}"},
+        allow_redirects=False,
+    )
+    assert logout.code < 400, logout.code
+    for _ in range(50):
+        client = await raw.connect(gateway.port)
+        client.write(
+            wsraw.upgrade(
+                "/ws/instances",
+                f"127.0.0.1:{gateway.port}",
+                [("Cookie", f"{name}={cookies[name]}")],
+            )
+        )
+        await client.until(lambda c: b"\r\n\r\n" in c.data, timeout=10)
+        client.transport.loseConnection()
+        if client.data.startswith(b"HTTP/1.1 401"):
+            break
+        await sleep(0.1)
+    assert client.data.startswith(b"HTTP/1.1 401"), client.data[:100]
 
 
 async def test_max_connections_on_a_gateway(data_dir: Path, redis_url: str) -> None:

@@ -27,7 +27,7 @@ from twisted.logger import Logger
 
 from cpstream.broker.link import Link
 from cpstream.broker.publisher import PREFIX
-from cpstream.broker.scripts import LOAD, Keys
+from cpstream.broker.scripts import LOAD, Keys, ended_sessions
 from cpstream.domain.mirror import Mirror
 
 HEARTBEAT = 1.0
@@ -41,6 +41,16 @@ class _Subscriber(txredisapi.SubscriberProtocol):
     def messageReceived(self, pattern: Any, channel: Any, message: Any) -> None:  # noqa: N802
         if self.feed is not None:
             self.feed.received(channel, message)
+
+
+class EndedSessions:
+    """Browser sessions ended by a logout at the control plane, as Redis tells them."""
+
+    def __init__(self) -> None:
+        self.ids: set[str] = set()
+
+    def ended(self, session_id: str) -> bool:
+        return session_id in self.ids
 
 
 class RedisFeed(Service):
@@ -62,6 +72,8 @@ class RedisFeed(Service):
         self.mirrors = mirrors
         self.keys = {topic: Keys.of(prefix, topic) for topic in mirrors}
         self._by_channel = {keys.channel: topic for topic, keys in self.keys.items()}
+        self._ended_key, self._ended_channel = ended_sessions(prefix)
+        self.ended_sessions = EndedSessions()
         self._loading: dict[str, bool] = dict.fromkeys(mirrors, False)
         self._again: dict[str, bool] = dict.fromkeys(mirrors, False)
         self._buffer: dict[str, list[dict[str, Any]]] = {topic: [] for topic in mirrors}
@@ -115,13 +127,14 @@ class RedisFeed(Service):
 
     def _subscribe(self, proto: Any) -> Any:
         proto.feed = self
-        subscribed = proto.subscribe(list(self._by_channel))
+        subscribed = proto.subscribe([*self._by_channel, self._ended_channel])
         subscribed.addCallback(lambda _: self._now_subscribed())
         return subscribed
 
     def _now_subscribed(self) -> None:
         """Subscribed (again): whatever was published meanwhile is loaded."""
         self._subscribed = True
+        self._load_sessions()
         for topic in self.mirrors:
             self.load(topic)
 
@@ -134,13 +147,31 @@ class RedisFeed(Service):
         return loaded
 
     def _load_all(self) -> None:
+        self._load_sessions()
         for topic in self.mirrors:
             self.load(topic)
+
+    def _load_sessions(self) -> None:
+        """Read every ended session (at each connection, and when the publisher says so)."""
+        proto = self.commands.protocol
+        if proto is None:
+            return
+        reading = defer.maybeDeferred(proto.execute_command, "SMEMBERS", self._ended_key)
+        reading.addCallbacks(self._sessions_loaded, self._load_failed, errbackArgs=("sessions",))
+
+    def _sessions_loaded(self, ids: list[str]) -> None:
+        self.ended_sessions.ids = set(ids or ())
 
     # -- live --------------------------------------------------------------------------
 
     def received(self, channel: str, message: str) -> None:
         """A Pub/Sub message: a batch to apply, or a reset to load."""
+        if channel == self._ended_channel:
+            if message:
+                self.ended_sessions.ids.add(message)
+            else:
+                self._load_sessions()
+            return
         topic = self._by_channel.get(channel)
         if topic is None:
             return
@@ -229,7 +260,8 @@ class RedisFeed(Service):
             self.load(topic)
 
     def _load_failed(self, failure: Any, topic: str) -> None:
-        self._loading[topic] = False
+        if topic in self._loading:
+            self._loading[topic] = False
         self.log.warn("redis: loading {topic} failed: {e}", topic=topic, e=failure.value)
         self.commands.drop()
 

@@ -29,7 +29,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from cpstream.broker.link import Link
-from cpstream.broker.scripts import PUBLISH, RESET, Keys
+from cpstream.broker.scripts import PUBLISH, RESET, Keys, ended_sessions
 from cpstream.domain.broker import Source
 from cpstream.domain.hub import Event, Hub, encode
 from cpstream.domain.mirror import WINDOW
@@ -63,6 +63,7 @@ class RedisPublisher(Service):
         self._pending: dict[str, list[Event]] = {}
         self._flush_call: Any = None
         self._proto: Any = None
+        self._ended_sessions: Callable[[], list[str]] = list
         self.published = 0
         self.resets = 0
         self.link = link(reactor, url, self._catch_up, on_lost=self._lost, name="redis publisher")
@@ -77,6 +78,32 @@ class RedisPublisher(Service):
     def bind(self, topic: str, source: Source) -> None:
         self._sources[topic] = source
         self._live[topic] = False
+
+    def sessions(self, ended: Callable[[], list[str]]) -> Callable[[str], None]:
+        self._ended_sessions = ended
+        return self._session_ended
+
+    def _session_ended(self, session_id: str) -> None:
+        """A logout: gateways refuse the session from now on (or from the next catch-up)."""
+        proto = self._proto
+        if proto is None:
+            return
+        key, channel = ended_sessions(self.prefix)
+        for command in (("SADD", key, session_id), ("PUBLISH", channel, session_id)):
+            sent = defer.maybeDeferred(proto.execute_command, *command)
+            sent.addErrback(self._failed, "sessions")
+
+    @defer.inlineCallbacks
+    def _copy_sessions(self, proto: Any) -> Any:
+        """The ended sessions, replaced at once (RENAME), then a notice to reload them."""
+        key, channel = ended_sessions(self.prefix)
+        ids = self._ended_sessions()
+        if ids:
+            yield proto.execute_command("SADD", key + ":new", *ids)
+            yield proto.execute_command("RENAME", key + ":new", key)
+        else:
+            yield proto.execute_command("DEL", key)
+        yield proto.execute_command("PUBLISH", channel, "")
 
     def health(self) -> dict[str, Any]:
         return {
@@ -187,6 +214,7 @@ class RedisPublisher(Service):
         yield PUBLISH.load(proto)
         yield RESET.load(proto)
         self._proto = proto
+        yield self._copy_sessions(proto)
         for topic in self._sources:
             yield self._catch_up_topic(proto, topic)
 

@@ -40,6 +40,11 @@ class Keys:
         return [self.stream, self.meta, self.state]
 
 
+def ended_sessions(prefix: str) -> tuple[str, str]:
+    """The set of browser sessions ended by a logout, and the channel naming new ones."""
+    return f"{prefix}:ended", f"{prefix}:c:ended"
+
+
 @dataclass(frozen=True)
 class Script:
     """A Lua script, called by its SHA1 only (:meth:`load` it on each new connection).

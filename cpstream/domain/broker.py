@@ -55,6 +55,10 @@ class Broker(Protocol):
     def health(self) -> dict[str, Any]:
         """What ``/api/health`` says about the broker."""
 
+    def sessions(self, ended: Callable[[], list[str]]) -> Callable[[str], None]:
+        """Where browser sessions ended by a logout are read from; returns what to call
+        on each new logout (gateways must refuse those sessions too)."""
+
     def startService(self) -> None:  # noqa: N802 (Twisted API)
         """Connect (or do nothing)."""
 
@@ -73,6 +77,13 @@ class InProcessBroker(Service):
 
     def health(self) -> dict[str, Any]:
         return {"kind": "memory"}
+
+    def sessions(self, ended: Callable[[], list[str]]) -> Callable[[str], None]:
+        return _nothing
+
+
+def _nothing(session_id: str) -> None:
+    """No other process checks sessions."""
 
 
 class RelayHub(Hub):

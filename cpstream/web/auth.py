@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,10 +60,17 @@ ANONYMOUS = Principal("anonymous")
 class Sessions:
     """Browser sessions: ``ID.EXPIRES.MAC`` cookies, the MAC keyed by the operator token."""
 
-    def __init__(self, token: str, rows: SessionRows, clock: Any) -> None:
+    def __init__(
+        self,
+        token: str,
+        rows: SessionRows,
+        clock: Any,
+        ended: Callable[[str], None] = lambda session_id: None,
+    ) -> None:
         self._key = token.encode("utf-8")
         self._rows = rows
         self._clock = clock
+        self._ended = ended
 
     def open(self) -> str:
         """A new session's cookie value."""
@@ -84,6 +92,7 @@ class Sessions:
         if parsed is not None:
             self._rows.prune(isotime(self._clock.seconds()))
             self._rows.end(parsed[0], isotime(parsed[1]))
+            self._ended(parsed[0])
 
     def _parse(self, value: str) -> tuple[str, int] | None:
         parts = value.split(".")
