@@ -112,9 +112,6 @@ class Mirror:
                 self.state[key] = value
         return True
 
-    def forget(self) -> None:
-        """The broker's past is unknown (it restarted): the next load decides again."""
-
 
 class InstancesView:
     """What ``/ws/instances`` needs of the registry, from a mirror."""
