@@ -130,13 +130,7 @@ class RedisServer:
         process, self.process = self.process, None
         if process is None or process.poll() is not None:
             return
-        if self.persist:
-            try:
-                self.command("SHUTDOWN", "SAVE")
-            except OSError:
-                pass
-        else:
-            process.terminate()
+        self._ask_to_stop(process)
         try:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -148,13 +142,7 @@ class RedisServer:
         process = self.process
         if process is None:
             return
-        if self.persist:
-            try:
-                self.command("SHUTDOWN", "SAVE")
-            except OSError:
-                pass
-        else:
-            process.terminate()
+        self._ask_to_stop(process)
         for _ in range(500):
             if process.poll() is not None:
                 break
@@ -167,6 +155,16 @@ class RedisServer:
     def wipe(self) -> None:
         """Forget the saved data: the next start is empty (a Redis that lost its data)."""
         (self.folder / "dump.rdb").unlink(missing_ok=True)
+
+    def _ask_to_stop(self, process: subprocess.Popen) -> None:
+        """``SHUTDOWN SAVE`` when it persists (its data survives), else SIGTERM."""
+        if self.persist:
+            try:
+                self.command("SHUTDOWN", "SAVE")
+            except OSError:
+                pass
+        else:
+            process.terminate()
 
     def pause(self) -> None:
         """Freeze it (SIGSTOP): a network stall, as its clients see it."""
