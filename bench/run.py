@@ -9,7 +9,8 @@ highest of the runs): under 50 % it is not the bottleneck. Memory figures are me
 Percentiles and medians are nearest-rank (:func:`tests.stats.percentile`).
 
 The message path (cpstream's REST messaging against Redis's reliable queue,
-:mod:`bench.messages`) prints its own table after the fan-out one.
+:mod:`bench.messages`) prints its own table after the fan-out one, and so does the
+scale-out (one control plane and one or two gateways on Redis, :mod:`bench.scaleout`).
 
     python -m bench.run [--quick] [--repeat 3] [--only NAME] [--json PATH] [--loadgen c]
 """
@@ -31,6 +32,8 @@ from bench.harness import ROOT, SERVERS
 from bench.logs import log_flood, log_latency
 from bench.messages import run_messages
 from bench.messages import table as messages_table
+from bench.scaleout import scaleout
+from bench.scaleout import table as scaleout_table
 from bench.state import backlog_time, resume_time, snapshot_time, stuck_client
 from tests.stats import percentile
 
@@ -260,6 +263,13 @@ def main() -> None:
             print(name, json.dumps(results["cpstream"][name]), flush=True)
     if wanted("messages"):
         results["messages"] = run_messages(repeat, 2.0 if args.quick else 5.0)
+    for gateways in (1, 2):
+        if wanted(f"scaleout {gateways}"):
+            runs = []
+            for _ in range(repeat):
+                runs.append(scaleout(1000, gateways, rate_events, burst_events[1000]))
+                print(f"scaleout {gateways} @1000", json.dumps(runs[-1]), flush=True)
+            results.setdefault("scaleout", {})[gateways] = summarize(runs)
     info = results["machine"]
     print(f"\n{info['cpu']}, {info['cores']} cores, Python {info['python']}, {info['date']}")
     print(f"load generator: bench/loadgen.{'c' if args.loadgen == 'c' else 'py'}. {LEGEND}\n")
@@ -267,6 +277,16 @@ def main() -> None:
     if "messages" in results:
         print("\nMessages, 4 senders and 4 receivers (bench/messages.py):\n")
         print(messages_table(results["messages"]))
+    if "scaleout" in results:
+        single = results["fanout"].get("cpstream@1000")
+        print("\nScale-out on Redis, medians (bench/scaleout.py):\n")
+        print(
+            scaleout_table(
+                single["median"] if single else None,
+                {n: s["median"] for n, s in results["scaleout"].items()},
+                1000,
+            )
+        )
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2))
 
