@@ -1,7 +1,8 @@
 """``twistd cpstream``: the options and the one composition root.
 
 ``makeService`` builds every collaborator and wires them together; it is the
-only place that touches the global reactor.
+only place that touches the global reactor. (A gateway has its own composition
+root, :mod:`cpstream.gatewaytap`, built from the same stream parts.)
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+import pytest
 import pytest_twisted
 import treq
 
@@ -280,3 +281,32 @@ async def test_max_connections_on_a_gateway(data_dir: Path, redis_url: str) -> N
             await client.close()
     finally:
         await stop_cluster(running)
+
+
+def test_gateway_options_refuse_what_cannot_work(tmp_path: Path, monkeypatch) -> None:
+    """No --broker, a memory broker, a control URL that is not http, no token: usage
+    errors, each saying what is wrong; a token file or CPSTREAM_TOKEN is enough."""
+    from twisted.python import usage
+
+    from cpstream.gatewaytap import Options
+
+    monkeypatch.delenv("CPSTREAM_TOKEN", raising=False)
+    token = tmp_path / "operator.token"
+    token.write_text("secret\n")
+    cases = [
+        ([], "--broker"),
+        (["--broker", "memory"], "--broker"),
+        (["--broker", "http://x"], "redis://"),
+        (["--broker", "redis://127.0.0.1:1/0", "--control", "ftp://x"], "--control"),
+        (["--broker", "redis://127.0.0.1:1/0"], "token"),
+    ]
+    for argv, said in cases:
+        with pytest.raises(usage.UsageError, match=said):
+            Options().parseOptions(argv)
+    options = Options()
+    options.parseOptions(["--broker", "redis://127.0.0.1:1/0", "--token-file", str(token)])
+    assert options["token"] == "secret" and options["listen"].startswith("tcp:18801")
+    monkeypatch.setenv("CPSTREAM_TOKEN", "from-env")
+    options = Options()
+    options.parseOptions(["--broker", "redis://127.0.0.1:1/0"])
+    assert options["token"] == "from-env"

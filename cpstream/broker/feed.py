@@ -107,6 +107,7 @@ class RedisFeed(Service):
                 for topic, m in self.mirrors.items()
             },
             "loads": self.loads,
+            "connection_failures": self.commands.failures + self.subscriber.failures,
         }
 
     def startService(self) -> None:  # noqa: N802 (Twisted API)

@@ -30,7 +30,7 @@ from twisted.logger import Logger
 
 from cpstream.broker.link import Link
 from cpstream.broker.scripts import PUBLISH, RESET, Keys, ended_sessions
-from cpstream.domain.broker import Source
+from cpstream.domain.broker import RelayHub, Source
 from cpstream.domain.hub import Event, Hub, encode
 from cpstream.domain.mirror import WINDOW
 
@@ -71,8 +71,6 @@ class RedisPublisher(Service):
     # -- the broker interface ----------------------------------------------------------
 
     def hub(self, topic: str, clock: Any, seq: int, prepare: Callable[[bytes], Any]) -> Hub:
-        from cpstream.domain.broker import RelayHub
-
         return RelayHub(topic, self._relay, clock, prepare=prepare, seq=seq)
 
     def bind(self, topic: str, source: Source) -> None:
@@ -110,6 +108,7 @@ class RedisPublisher(Service):
             "kind": "redis",
             "reachable": self.link.reachable,
             "live": all(self._live.values()),
+            "connection_failures": self.link.failures,
             "published": self.published,
             "resets": self.resets,
         }
