@@ -191,8 +191,8 @@ class RedisFeed(Service):
         if batch.get("reset"):
             self.load(topic)
             return
-        if batch["s"] <= mirror.seq and batch["p"] < mirror.seq:
-            return  # already loaded
+        if _covered(batch, mirror):
+            return
         self.batches += 1
         if not mirror.apply(batch["p"], batch["ev"], batch["st"]):
             self._buffer[topic].append(batch)
@@ -252,7 +252,7 @@ class RedisFeed(Service):
                 again = True
                 continue
             mirror = self.mirrors[topic]
-            if batch["s"] <= mirror.seq:
+            if _covered(batch, mirror):
                 continue
             if not mirror.apply(batch["p"], batch["ev"], batch["st"]):
                 again = True
@@ -297,6 +297,12 @@ class RedisFeed(Service):
         self.log.warn("redis: heartbeat failed: {e}", e=failure.value)
         self.commands.drop()
         self.subscriber.drop()
+
+
+def _covered(batch: dict[str, Any], mirror: Mirror) -> bool:
+    """Whether a load already brought the mirror past this batch. A batch of live-only
+    frames (no seq: ``p`` = ``s``) at the mirror's seq is not: it is relayed."""
+    return batch["p"] < mirror.seq and batch["s"] <= mirror.seq
 
 
 def _seq_of(entry: list[Any]) -> int:
