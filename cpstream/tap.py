@@ -254,7 +254,7 @@ def makeService(config: Options, reactor: Any = None) -> ControlPlane:  # noqa: 
     broker.bind(INSTANCES, Source(registry.history, registry.mirrored, registry.ids))
     broker.bind(MESSAGES, Source(messaging.history))
     worker = DeliveryWorker(messaging, reactor)
-    api = ControlAPI(registry, supervisor, logs, rules, messaging, inbox)
+    api = ControlAPI(registry, supervisor, logs, rules, messaging, inbox, broker.health)
     streams = Streams(reactor, config["idle-timeout"], config["max-connections"])
     tails = LogTails(
         reactor, inotify=_inotify(reactor), secret=bytes.fromhex(store.meta.get("secret"))

@@ -87,6 +87,8 @@ async def test_redis_restarting_without_its_data(fleet: Checker) -> None:
     await fleet.redis.stop_async()
     fleet.redis.wipe()
     await until_health(fleet, 0, "degraded")
+    code, own = await get_json(f"{fleet.url}/api/health")
+    assert code == 200 and own["broker"]["reachable"] is False  # the control plane says so
     await activity(fleet)  # REST works without Redis (asserted inside)
     await fleet.create("d")
     local = [v for v in fleet.views if v.via == 0 and v.kind == "instances"][0]
@@ -98,6 +100,8 @@ async def test_redis_restarting_without_its_data(fleet: Checker) -> None:
     assert any(f.get("name") == "d" for f in local.frames), "the control plane's own stream"
     await fleet.redis.start_async()
     await until_health(fleet, 0, "ok")
+    code, own = await get_json(f"{fleet.url}/api/health")
+    assert own["broker"]["reachable"] is True and own["broker"]["resets"] >= 1
     await activity(fleet)
     await settle_and_check(fleet)
     assert fleet.stats["events"] > 0
