@@ -49,6 +49,8 @@ def parse_url(url: str) -> tuple[str, int, int, str | None]:
 class _Factory(protocol.Factory):
     """Builds txredisapi protocols that report their loss to the link."""
 
+    noisy = False  # no "Starting factory" line for each reconnection attempt
+
     def __init__(self, link: Link, protocol_class: type, db: int, password: str | None) -> None:
         self._link = link
         self._protocol_class = protocol_class
