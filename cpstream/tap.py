@@ -291,7 +291,7 @@ def makeService(config: Options, reactor: Any = None) -> ControlPlane:  # noqa: 
         web,
         supervisor,
         streams=streams,
-        workers=(broker, inbox, worker, retention),
+        workers=(inbox, worker, retention, broker),
         on_ready=on_ready,
         registry=registry,
         hubs={"instances": instances_hub, "messages": messages_hub},
