@@ -263,13 +263,17 @@ def main() -> None:
             print(name, json.dumps(results["cpstream"][name]), flush=True)
     if wanted("messages"):
         results["messages"] = run_messages(repeat, 2.0 if args.quick else 5.0)
-    for gateways in (1, 2):
-        if wanted(f"scaleout {gateways}"):
-            runs = []
-            for _ in range(repeat):
-                runs.append(scaleout(1000, gateways, rate_events, burst_events[1000]))
-                print(f"scaleout {gateways} @1000", json.dumps(runs[-1]), flush=True)
-            results.setdefault("scaleout", {})[gateways] = summarize(runs)
+    for clients in (1000, 2000):
+        for gateways in (1, 2):
+            if wanted(f"scaleout {gateways} @{clients}"):
+                burst = burst_events[1000] // (clients // 1000)
+                runs = []
+                for _ in range(repeat):
+                    runs.append(scaleout(clients, gateways, rate_events, burst))
+                    print(f"scaleout {gateways} @{clients}", json.dumps(runs[-1]), flush=True)
+                results.setdefault("scaleout", {}).setdefault(clients, {})[gateways] = summarize(
+                    runs
+                )
     info = results["machine"]
     print(f"\n{info['cpu']}, {info['cores']} cores, Python {info['python']}, {info['date']}")
     print(f"load generator: bench/loadgen.{'c' if args.loadgen == 'c' else 'py'}. {LEGEND}\n")
@@ -277,14 +281,14 @@ def main() -> None:
     if "messages" in results:
         print("\nMessages, 4 senders and 4 receivers (bench/messages.py):\n")
         print(messages_table(results["messages"]))
-    if "scaleout" in results:
-        single = results["fanout"].get("cpstream@1000")
-        print("\nScale-out on Redis, medians (bench/scaleout.py):\n")
+    for clients, scaled in results.get("scaleout", {}).items():
+        single = results["fanout"].get(f"cpstream@{clients}")
+        print(f"\nScale-out on Redis @{clients}, medians (bench/scaleout.py):\n")
         print(
             scaleout_table(
                 single["median"] if single else None,
-                {n: s["median"] for n, s in results["scaleout"].items()},
-                1000,
+                {n: s["median"] for n, s in scaled.items()},
+                clients,
             )
         )
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,5 @@
-"""Scale-out: one control plane and one or two gateways on Redis vs the single process.
+"""Scale-out: one control plane and one or two gateways on Redis vs the single process
+(``make bench`` runs it at 1,000 and 2,000 clients).
 
 The control plane (``bench.server_cpstream --broker redis://...``) emits the same
 status changes as the single-process benchmark; clients connect to the gateways
