@@ -9,7 +9,8 @@ highest of the runs): under 50 % it is not the bottleneck. Memory figures are me
 Percentiles and medians are nearest-rank (:func:`tests.stats.percentile`).
 
 The message path (cpstream's REST messaging against Redis's reliable queue,
-:mod:`bench.messages`) prints its own table after the fan-out one.
+:mod:`bench.messages`) prints its own table after the fan-out one, and so does the
+scale-out (one control plane and one or two gateways on Redis, :mod:`bench.scaleout`).
 
     python -m bench.run [--quick] [--repeat 3] [--only NAME] [--json PATH] [--loadgen c]
 """

@@ -19,9 +19,9 @@ at 20 events/s through one gateway minus p50 from the control plane itself.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -50,9 +50,9 @@ class Gateway:
             env={**os.environ, "CPSTREAM_TOKEN": token},
         )
         deadline = time.monotonic() + 30
-        while not _listening(self.port):
+        while not _loaded(self.port):
             if time.monotonic() > deadline or self.process.poll() is not None:
-                raise RuntimeError("cpstream-gateway did not start listening")
+                raise RuntimeError("cpstream-gateway did not load from Redis in 30 s")
             time.sleep(0.05)
 
     @property
@@ -63,12 +63,17 @@ class Gateway:
         stop(self.process)
 
 
-def _listening(port: int) -> bool:
+def _loaded(port: int) -> bool:
+    """The gateway answers its health check with 200: it has loaded from Redis (until
+    then it refuses stream upgrades with 503)."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+        connection.request("GET", "/api/health")
+        status = connection.getresponse().status
+        connection.close()
     except OSError:
         return False
+    return status == 200
 
 
 def _cpu(pid: int) -> float:

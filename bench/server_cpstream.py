@@ -5,7 +5,7 @@ REST API and the supervisor use) stores the change and publishes it to the
 hub, which fans it out to every ``/ws/instances`` client. Latency is measured
 from each frame's own ``timestamp``, stamped at publish.
 
-    python -m bench.server_cpstream [--instances N] [--broker redis://HOST:PORT/DB]
+    python -m bench.server_cpstream [--instances N] [--broker memory|redis://HOST:PORT/DB]
 """
 
 from __future__ import annotations
@@ -38,14 +38,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--instances", type=int, default=0, help="extra instances to create")
     parser.add_argument("--data-dir")
-    parser.add_argument("--broker", help="redis://HOST:PORT/DB: publish to Redis for gateways")
+    parser.add_argument("--broker", default="memory", help="memory or redis://HOST:PORT/DB")
     args = parser.parse_args()
     data_dir = args.data_dir or tempfile.mkdtemp(prefix="cpstream-bench-")
     options = Options()
     options.parseOptions(
         ["--listen", "tcp:0:interface=127.0.0.1", "--data-dir", data_dir,
-         "--max-connections", "20000", "--idle-timeout", "3600",
-         *(["--broker", args.broker] if args.broker else [])]
+         "--max-connections", "20000", "--idle-timeout", "3600", "--broker", args.broker]
     )  # fmt: skip
     service = makeService(options, reactor=reactor)
     service.startService()

@@ -10,8 +10,9 @@ import sys
 from twisted.scripts.twistd import run
 
 
-def main() -> None:
-    sys.argv = ["twistd", "--nodaemon", "--pidfile=", "cpstream", *sys.argv[1:]]
+def main(plugin: str = "cpstream") -> None:
+    """twistd's ``plugin`` (``cpstream``, or ``cpstream-gateway``) in the foreground."""
+    sys.argv = ["twistd", "--nodaemon", "--pidfile=", plugin, *sys.argv[1:]]
     run()
 
 

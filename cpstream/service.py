@@ -81,9 +81,12 @@ class ControlPlane(MultiService):
         on_ready: tuple[Callable[[], Any], ...] = (),
         registry: Any = None,
         hubs: dict[str, Any] | None = None,
+        messaging: Any = None,
     ) -> None:
         super().__init__()
-        self.registry = registry  # the instance table and the hubs, for tests and benchmarks
+        # the instance table, messaging and the hubs, for tests and benchmarks
+        self.registry = registry
+        self.messaging = messaging
         self.hubs = hubs or {}
         self.store = store
         self.web = web
@@ -116,3 +119,31 @@ class ControlPlane(MultiService):
         yield self.supervisor.stopService()
         self.store.close()
         self.log.info("control plane stopped")
+
+
+class Gateway(MultiService):
+    """A stream gateway: its broker feed, then its listener; stopped the other way round."""
+
+    log = Logger()
+
+    def __init__(self, web: WebService, feed: Service, streams: Any) -> None:
+        super().__init__()
+        self.web = web
+        self.feed = feed
+        self.streams = streams
+        for child in (feed, web):
+            child.setServiceParent(self)
+
+    def startService(self) -> None:  # noqa: N802 (Twisted API)
+        Service.startService(self)
+        self.feed.startService()
+        self.web.startService()
+
+    @defer.inlineCallbacks
+    def stopService(self):  # noqa: N802 (Twisted API)
+        """Stop listening, close the streams, then leave Redis."""
+        Service.stopService(self)
+        yield self.web.stopService()
+        yield self.streams.close_all()
+        yield self.feed.stopService()
+        self.log.info("gateway stopped")

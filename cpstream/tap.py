@@ -1,7 +1,8 @@
 """``twistd cpstream``: the options and the one composition root.
 
 ``makeService`` builds every collaborator and wires them together; it is the
-only place that touches the global reactor.
+only place that touches the global reactor. (A gateway has its own composition
+root, :mod:`cpstream.gatewaytap`, built from the same stream parts.)
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ from twisted.internet.interfaces import IReactorThreads
 from twisted.logger import Logger
 from twisted.python import usage
 
+from cpstream.broker.link import BadURL, parse_url
+from cpstream.broker.publisher import RedisPublisher
 from cpstream.demo import seed_demo
+from cpstream.domain.broker import INSTANCES, MESSAGES, Broker, InProcessBroker, Source
 from cpstream.domain.checkpoint import Checkpointer
 from cpstream.domain.children import default_command
 from cpstream.domain.delivery import DeliveryWorker
-from cpstream.domain.hub import Hub
 from cpstream.domain.inbox import Inbox
 from cpstream.domain.logfiles import SIZE_CAP, LogFiles
 from cpstream.domain.logtail import LogTails
@@ -80,19 +83,18 @@ _duration.coerceDoc = "A duration: seconds, or a number with s, m, h or d."  # t
 _positive_int.coerceDoc = "Must be a positive integer."  # type: ignore[attr-defined]
 
 
-class Options(usage.Options):
-    """Command-line options of ``twistd cpstream`` (and ``python -m cpstream``)."""
+class ListenerOptions(usage.Options):
+    """The options of anything that serves the streams: where, to whom, how many."""
 
-    synopsis = "[options]"
-    longdesc = "A control plane for local agent processes, with live WebSocket streams."
+    default_listen = "tcp:18800:interface=127.0.0.1"
     optParameters = [
         [
             "listen",
             None,
-            "tcp:18800:interface=127.0.0.1",
-            "Twisted server endpoint to listen on.",
+            None,
+            "Twisted server endpoint to listen on [default: tcp:18800:interface=127.0.0.1;"
+            " a gateway: tcp:18801:interface=127.0.0.1].",
         ],
-        ["data-dir", None, "~/.cpstream", "Directory for the database and instance logs."],
         [
             "auth",
             None,
@@ -114,32 +116,9 @@ class Options(usage.Options):
             "Most WebSocket connections open at once.",
             _positive_int,
         ],
-        [
-            "log-size-cap",
-            None,
-            SIZE_CAP,
-            "Bytes past which a running instance's log is copied to .1 and truncated.",
-            _positive_int,
-        ],
-        [
-            "retention",
-            None,
-            DEFAULT_RETENTION,
-            "How long finished messages and event history are kept (e.g. 7d, 12h, 3600).",
-            _duration,
-        ],
-        [
-            "usage-interval",
-            None,
-            INTERVAL,
-            "Seconds between resource samples (CPU, memory, ...) of running instances.",
-            _positive_float,
-        ],
     ]
     optFlags = [
-        ["demo", None, "On an empty data dir, create and start two demo agents."],
         ["no-access-log", None, "Do not log requests (changes and errors are logged by default)."],
-        ["echo", None, "Mount /ws/echo, a conformance-test endpoint (a test aid)."],
     ]
 
     def __init__(self) -> None:
@@ -161,9 +140,12 @@ class Options(usage.Options):
             raise usage.UsageError(f"--allowed-host must be a host name: {host!r}")
         self["allowed-host"].append(host)
 
-    def postOptions(self) -> None:  # noqa: N802 (Twisted API)
+    def check_listener(self) -> None:
+        """The listener and the access mode, checked (``--auth none`` only on loopback)."""
         from twisted.internet import reactor
 
+        if self["listen"] is None:
+            self["listen"] = self.default_listen
         if self["listen"].startswith("unix:") and ":mode=" not in self["listen"]:
             self["listen"] += ":mode=600"  # the socket file: only this user may connect
         try:
@@ -179,7 +161,70 @@ class Options(usage.Options):
                 "--auth none needs a loopback or unix listener (for example"
                 " tcp:18800:interface=127.0.0.1): anyone who reaches the port could run commands"
             )
+
+
+class Options(ListenerOptions):
+    """Command-line options of ``twistd cpstream`` (and ``python -m cpstream``)."""
+
+    synopsis = "[options]"
+    longdesc = "A control plane for local agent processes, with live WebSocket streams."
+    optParameters = [
+        ["data-dir", None, "~/.cpstream", "Directory for the database and instance logs."],
+        [
+            "log-size-cap",
+            None,
+            SIZE_CAP,
+            "Bytes past which a running instance's log is copied to .1 and truncated.",
+            _positive_int,
+        ],
+        [
+            "retention",
+            None,
+            DEFAULT_RETENTION,
+            "How long finished messages and event history are kept (e.g. 7d, 12h, 3600).",
+            _duration,
+        ],
+        [
+            "usage-interval",
+            None,
+            INTERVAL,
+            "Seconds between resource samples (CPU, memory, ...) of running instances.",
+            _positive_float,
+        ],
+        [
+            "broker",
+            None,
+            "memory",
+            "memory (one process) or redis://HOST:PORT/DB: also publish every stream event"
+            " to Redis, for gateways (cpstream gateway).",
+        ],
+    ]
+    optFlags = [
+        ["demo", None, "On an empty data dir, create and start two demo agents."],
+        ["echo", None, "Mount /ws/echo, a conformance-test endpoint (a test aid)."],
+    ]
+
+    def postOptions(self) -> None:  # noqa: N802 (Twisted API)
+        self.check_listener()
+        check_broker(self["broker"])
         self["data-dir"] = Path(self["data-dir"]).expanduser()
+
+
+def check_broker(url: str) -> None:
+    """``memory`` or a redis:// URL, else a usage error."""
+    if url == "memory":
+        return
+    try:
+        parse_url(url)
+    except BadURL as e:
+        raise usage.UsageError(f"--broker: {e}") from None
+
+
+def make_broker(url: str, reactor: Any, epoch: str) -> Broker:
+    """The in-process broker, or a Redis publisher for the database of ``epoch``."""
+    if url == "memory":
+        return InProcessBroker()
+    return RedisPublisher(reactor, url, epoch)
 
 
 LOOPBACK = ("127.", "::1", "localhost")
@@ -208,11 +253,12 @@ def makeService(config: Options, reactor: Any = None) -> ControlPlane:  # noqa: 
     store = Store.open(data_dir / "cp.db", autocheckpoint=not threaded)
     checkpointer: tuple[Any, ...] = (Checkpointer(store.path, reactor),) if threaded else ()
     meter = Meter()
+    broker = make_broker(config["broker"], reactor, store.meta.get("epoch"))
     instances_hub, messages_hub = (
-        Hub(reactor, prepare=prepare_frame, seq=seq, meter=meter, kind=kind)
-        for kind, seq in (
-            ("instances", store.instance_events.last_id()),
-            ("messages", store.messages.last_event_id()),
+        broker.hub(topic, reactor, seq, prepare=prepare_frame, meter=meter, kind=topic)
+        for topic, seq in (
+            (INSTANCES, store.instance_events.last_id()),
+            (MESSAGES, store.messages.last_event_id()),
         )
     )
     registry = Registry(store, instances_hub, reactor, default_command())
@@ -222,11 +268,13 @@ def makeService(config: Options, reactor: Any = None) -> ControlPlane:  # noqa: 
     rules = RoutingRules(store.rules, registry, reactor)
     messaging = Messaging(store, messages_hub, reactor, rules, meter=meter)
     inbox = Inbox(messaging, reactor)
+    broker.bind(INSTANCES, Source(registry.history, registry.mirrored, registry.ids))
+    broker.bind(MESSAGES, Source(messaging.history))
     worker = DeliveryWorker(messaging, reactor)
     sampler = UsageSampler(
         registry, reactor, in_thread(reactor, GroupReader()), interval=config["usage-interval"]
     )
-    api = ControlAPI(registry, supervisor, logs, rules, messaging, inbox, sampler)
+    api = ControlAPI(registry, supervisor, logs, rules, messaging, inbox, sampler, broker.health)
     streams = Streams(reactor, config["idle-timeout"], config["max-connections"], meter=meter)
     tails = LogTails(
         reactor,
@@ -245,7 +293,7 @@ def makeService(config: Options, reactor: Any = None) -> ControlPlane:  # noqa: 
     auth = Authenticator(
         token,
         registry,
-        Sessions(token, store.sessions, reactor),
+        Sessions(token, store.sessions, reactor, broker.sessions(store.sessions.all)),
         LoginCodes(),
         required=config["auth"] == "token",
     )
@@ -270,10 +318,11 @@ def makeService(config: Options, reactor: Any = None) -> ControlPlane:  # noqa: 
         web,
         supervisor,
         streams=streams,
-        workers=(*checkpointer, inbox, worker, retention, sampler),
+        workers=(*checkpointer, inbox, worker, retention, sampler, broker),
         on_ready=on_ready,
         registry=registry,
         hubs={"instances": instances_hub, "messages": messages_hub},
+        messaging=messaging,
     )
 
 

@@ -62,6 +62,7 @@ class View:
     client: raw.Raw
     filters: dict[str, str] = field(default_factory=dict)
     frames: list[dict] = field(default_factory=list)
+    via: int = 0  # 0: the control plane, 1...: a gateway
     parsed: int = 0
     paused: bool = False
     closed: bool = False
@@ -115,9 +116,18 @@ class View:
 
 
 class Checker:
-    """A daemon under test, the views on it, and the checks."""
+    """A daemon under test (maybe with gateways on a Redis), the views on them, and the
+    checks."""
 
-    def __init__(self, data_dir: Path, log_cap: int = 20_000) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        log_cap: int = 20_000,
+        redis: Any = None,
+        gateways: int = 0,
+        max_connections: int = 200,
+    ) -> None:
+        broker = ("--broker", redis.url) if redis is not None else ()
         self.daemon = Daemon(
             data_dir,
             "--idle-timeout",
@@ -125,10 +135,15 @@ class Checker:
             "--log-size-cap",
             str(log_cap),
             "--max-connections",
-            "200",
+            str(max_connections),
             "--usage-interval",
             "0.25",
+            *broker,
         )
+        self.max_connections = max_connections
+        self.redis = redis
+        self.gateway_count = gateways
+        self.gateways: list[Any] = []
         self.views: list[View] = []
         self.written = 0
         self.partial: dict[str, bytes] = {}
@@ -140,13 +155,34 @@ class Checker:
             "lines": 0,
             "usage": 0,
         }
+        if redis is not None:
+            self.stats.update(kills=0, redis_restarts=0, stalls=0, moves=0)
 
     @property
     def url(self) -> str:
         return self.daemon.url
 
+    @property
+    def servers(self) -> list[Daemon]:
+        """Where a client may connect: the control plane, then each gateway."""
+        return [self.daemon, *self.gateways]
+
     async def start(self) -> None:
+        from tests.redis import GatewayProcess
+
         await self.daemon.start()
+        for _ in range(self.gateway_count):
+            gateway = GatewayProcess(
+                self.daemon.data_dir,
+                self.redis.url,
+                self.daemon.url,
+                "--idle-timeout",
+                "600",
+                "--max-connections",
+                str(self.max_connections),
+            )
+            await gateway.start()
+            self.gateways.append(gateway)
 
     async def restart(self) -> None:
         """Stop the daemon (its children keep running) and start it again on the same port."""
@@ -158,7 +194,40 @@ class Checker:
     async def stop(self) -> None:
         for view in self.views:
             view.client.abort()
+        for gateway in self.gateways:
+            await gateway.stop()
         await self.daemon.stop()
+
+    # -- faults (with gateways) --------------------------------------------------------
+
+    async def kill_gateway(self, index: int) -> None:
+        """kill -9 a gateway, start it again on its port, and send each of its clients to
+        another server, resuming where it was."""
+        gateway = self.gateways[index]
+        for view in self.views:
+            view.pump()
+        await gateway.stop(signal.SIGKILL)
+        self.stats["kills"] += 1
+        await gateway.start()
+        for view in [v for v in self.views if v.via == index + 1]:
+            await self.reconnect(view, via=(index + 2) % len(self.servers))
+
+    async def restart_redis(self, keep_data: bool) -> None:
+        """Stop Redis (saving its data or not), then start it again."""
+        await self.redis.stop_async()
+        if not keep_data:
+            self.redis.wipe()
+        await self.redis.start_async()
+        self.stats["redis_restarts"] += 1
+
+    async def stall_redis(self, seconds: float) -> None:
+        """Freeze Redis (SIGSTOP) for a while: the network between it and everyone stalls."""
+        self.redis.pause()
+        self.stats["stalls"] += 1
+        try:
+            await sleep(seconds)
+        finally:
+            self.redis.resume()
 
     def db(self) -> sqlite3.Connection:
         db = sqlite3.connect(f"file:{self.daemon.data_dir / 'cp.db'}?mode=ro", uri=True)
@@ -167,24 +236,30 @@ class Checker:
 
     # -- views ---------------------------------------------------------------------
 
-    async def connect(self, kind: str, query: str = "", filters: dict | None = None) -> View:
-        """Open a stream with a small receive buffer (so a paused client lags quickly)."""
+    async def connect(
+        self, kind: str, query: str = "", filters: dict | None = None, via: int = 0
+    ) -> View:
+        """Open a stream with a small receive buffer (so a paused client lags quickly), on
+        the control plane (``via`` 0) or a gateway."""
         path = {"instances": "/ws/instances", "messages": "/ws/messages"}.get(kind, kind)
         full = f"{path}?{query}" if query else path
-        client = await raw.connect(self.daemon.port, rcvbuf=SMALL_RCVBUF)
+        via = via % len(self.servers)
+        port = self.servers[via].port
+        client = await raw.connect(port, rcvbuf=SMALL_RCVBUF)
         token = ("Authorization", f"Bearer {read_token(self.daemon.data_dir)}")
-        client.write(wsraw.upgrade(full, f"127.0.0.1:{self.daemon.port}", [token]))
+        client.write(wsraw.upgrade(full, f"127.0.0.1:{port}", [token]))
         await client.until(lambda c: b"\r\n\r\n" in c.data, timeout=10)
         head, _, rest = client.data.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 101"), head[:200]
         client.data = rest
-        view = View("logs" if "/logs" in path else kind, full, client, filters or {})
+        view = View("logs" if "/logs" in path else kind, full, client, filters or {}, via=via)
         self.views.append(view)
         await wait_for(lambda: (view.pump(), view.frames)[1], timeout=10)
         return view
 
-    async def reconnect(self, view: View) -> View:
-        """Close ``view`` and resume it on a new connection (since/epoch, or its cursor)."""
+    async def reconnect(self, view: View, via: int | None = None) -> View:
+        """Close ``view`` and resume it on a new connection (since/epoch, or its cursor), on
+        the same server or on ``via``."""
         view.pump()
         view.client.abort()
         self.views.remove(view)
@@ -199,7 +274,7 @@ class Checker:
             if position is not None:
                 parts += [f"since={position[0]}", f"epoch={position[1]}"]
             query = "&".join(parts)
-        fresh = await self.connect(target, query, view.filters)
+        fresh = await self.connect(target, query, view.filters, view.via if via is None else via)
         fresh.frames = view.frames + fresh.frames  # one history per viewer, for the oracles
         self.stats["resumes"] += 1
         return fresh

@@ -14,6 +14,7 @@ from twisted.internet import reactor as global_reactor
 from twisted.logger import formatEvent, globalLogPublisher
 
 from cpstream.tap import Options, makeService
+from tests.redis import private_redis, redis_server, redis_url  # noqa: F401 (fixtures)
 from tests.support import (
     RUN_MARKER,
     SLEEPER,

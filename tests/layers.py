@@ -2,9 +2,10 @@
 
     python -m tests.layers [PACKAGE_DIR]     # every module and what it imports, by layer
 
-Layers, lowest first: ``domain`` (no HTTP, no WebSocket), ``streams`` (the
+Layers, lowest first: ``domain`` (no HTTP, no WebSocket, no Redis), ``broker``
+(the Redis publisher and feed: domain + txredisapi), ``streams`` (the
 protocols: domain + Autobahn), ``web`` (REST, the ``/ws/`` tree, the site:
-domain + streams + Klein), then the top level (the composition root and the
+domain + streams + Klein), then the top level (the composition roots and the
 programs), which may import anything.
 """
 
@@ -16,11 +17,12 @@ from collections import defaultdict
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "cpstream"
-LAYERS = ("domain", "streams", "web")
+LAYERS = ("domain", "broker", "streams", "web")
 # What each layer may import beyond the standard library and its own package.
 ALLOWED = {
     # psutil: the domain owns the children, and measures them (cpstream.domain.usage).
     "domain": {"twisted", "psutil", "cpstream.domain"},
+    "broker": {"twisted", "txredisapi", "cpstream.domain", "cpstream.broker"},
     "streams": {"twisted", "autobahn", "txaio", "cpstream.domain", "cpstream.streams"},
     "web": {
         "twisted",
@@ -34,7 +36,15 @@ ALLOWED = {
         "cpstream.web",
     },
 }
-FORBIDDEN_IN_DOMAIN = ("twisted.web", "klein", "autobahn", "treq", "werkzeug", "txaio")
+FORBIDDEN_IN_DOMAIN = (
+    "twisted.web",
+    "klein",
+    "autobahn",
+    "treq",
+    "werkzeug",
+    "txaio",
+    "txredisapi",
+)
 
 
 def module_name(path: Path, root: Path) -> str:
@@ -63,7 +73,7 @@ def imports_of(path: Path, root: Path) -> set[str]:
                 anchor = anchor[: len(anchor) - node.level + 1]
                 base = ".".join([*anchor, base] if base else anchor)
             found.add(base)
-            if base in ("cpstream", "cpstream.domain", "cpstream.streams", "cpstream.web"):
+            if base in ("cpstream", *(f"cpstream.{layer}" for layer in LAYERS)):
                 found.update(f"{base}.{alias.name}" for alias in node.names)
     return found
 

@@ -385,6 +385,8 @@ class Daemon:
     ``env`` adds to the daemon's environment.
     """
 
+    data_dir_arg = True
+
     def __init__(
         self,
         data_dir: Path,
@@ -425,8 +427,7 @@ class Daemon:
         self._protocol = _DaemonProtocol(self)
         argv = [
             *self.program,
-            "--data-dir",
-            str(self.data_dir),
+            *(("--data-dir", str(self.data_dir)) if self.data_dir_arg else ()),
             "--listen",
             f"tcp:{self.port}:interface=127.0.0.1",
             *self.args,

@@ -25,11 +25,16 @@ async def status_of(cp, name):
 
 @pytest_twisted.ensureDeferred
 async def test_health_lists_active_instances(cp):
-    """GET /api/health answers ok with each active instance's status and pid."""
+    """GET /api/health answers ok with each active instance's status and pid, and the
+    broker (in-process by default)."""
     await create(cp.url, "a")
     code, body = await get_json(cp.api("/health"))
     assert code == 200
-    assert body == {"status": "ok", "instances": {"a": {"status": "stopped", "pid": None}}}
+    assert body == {
+        "status": "ok",
+        "instances": {"a": {"status": "stopped", "pid": None}},
+        "broker": {"kind": "memory"},
+    }
 
 
 @pytest_twisted.ensureDeferred

@@ -36,17 +36,35 @@ from tests.support import ARTIFACTS, kill_processes_with, sleep
 SOAK = os.environ.get("CPSTREAM_SOAK") == "1"
 NAMES = st.sampled_from(["a", "b", "c"])
 TOTALS = {"runs": 0, "events": 0, "resyncs": 0, "resumes": 0, "gaps": 0, "lines": 0, "usage": 0}
+SCALED = {
+    "runs": 0,
+    "events": 0,
+    "resyncs": 0,
+    "resumes": 0,
+    "gaps": 0,
+    "lines": 0,
+    "usage": 0,
+    "kills": 0,
+    "redis_restarts": 0,
+    "stalls": 0,
+    "moves": 0,
+}
 
 
 class StreamIntegrity(RuleBasedStateMachine):
     """Operators, agents and viewers doing their worst; the views must stay the truth."""
 
+    totals = TOTALS
+
     def __init__(self) -> None:
         super().__init__()
         self.folder = Path(tempfile.mkdtemp(prefix="cpstream-checker-"))
-        self.checker = Checker(self.folder / "data")
+        self.checker = self.make_checker()
         run(self.checker.start())
         self.steps = 0
+
+    def make_checker(self) -> Checker:
+        return Checker(self.folder / "data")
 
     @initialize()
     def seed_world(self) -> None:
@@ -234,12 +252,15 @@ class StreamIntegrity(RuleBasedStateMachine):
         finally:
             print(f"run: {self.steps} steps, {len(self.checker.views)} views, {self.checker.stats}")
             for key, value in self.checker.stats.items():
-                TOTALS[key] += value
-            TOTALS["runs"] += 1
+                self.totals[key] += value
+            self.totals["runs"] += 1
             url = self.checker.url
             run(self.checker.stop())
             kill_processes_with("CPSTREAM_URL", url)
-            shutil.rmtree(self.folder, ignore_errors=True)
+            self.cleanup()
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 StreamIntegrity.TestCase.settings = settings(
@@ -255,9 +276,91 @@ StreamIntegrity.TestCase.settings = settings(
 TestStreamIntegrity = StreamIntegrity.TestCase
 
 
+class StreamIntegrityAcrossGateways(StreamIntegrity):
+    """The same world with two gateways on a real Redis: clients on any of the three
+    servers, moving between them; gateways killed with kill -9, Redis restarted with and
+    without its data and frozen. Nothing may be lost silently."""
+
+    totals = SCALED
+
+    def make_checker(self) -> Checker:
+        from tests.redis import RedisServer, require_binary
+
+        self.redis = RedisServer(require_binary(), persist=True).start()
+        return Checker(self.folder / "data", redis=self.redis, gateways=2)
+
+    def cleanup(self) -> None:
+        self.redis.close()
+        super().cleanup()
+
+    @precondition(lambda self: len(self.checker.views) < 12)
+    @rule(
+        kind=st.sampled_from(["instances", "messages", "logs"]),
+        name=NAMES,
+        filtered=st.booleans(),
+        via=st.integers(0, 2),
+    )
+    def open_view(self, kind: str, name: str, filtered: bool, via: int) -> None:
+        """A new client on the control plane or a gateway."""
+        if kind == "logs":
+            run(self.checker.connect(f"/ws/instances/{name}/logs", "backlog=1000", via=via))
+        elif kind == "messages" and filtered:
+            run(self.checker.connect("messages", f"instance={name}", {"instance": name}, via))
+        else:
+            run(self.checker.connect(kind, via=via))
+
+    @rule(which=st.integers(0, 100), via=st.integers(0, 2))
+    def move(self, which: int, via: int) -> None:
+        """A client drops its connection and resumes on another server."""
+        view = self._view(which)
+        if view is not None:
+            self.checker.stats["moves"] += 1
+            run(self.checker.reconnect(view, via=via))
+
+    @precondition(lambda self: self.kills < 2)
+    @rule(index=st.integers(0, 1))
+    def kill_gateway(self, index: int) -> None:
+        """kill -9 a gateway; its clients resume elsewhere; it comes back."""
+        self.kills += 1
+        run(self.checker.kill_gateway(index))
+
+    kills = 0
+
+    @precondition(lambda self: self.redis_restarts < 2)
+    @rule(keep_data=st.booleans())
+    def restart_redis(self, keep_data: bool) -> None:
+        """Redis restarts, with its data or empty."""
+        self.redis_restarts += 1
+        run(self.checker.restart_redis(keep_data))
+
+    redis_restarts = 0
+
+    @precondition(lambda self: self.redis_stalls < 1)
+    @rule()
+    def stall_redis(self) -> None:
+        """Redis freezes for 3 s (past the clients' 2 s reply timeout)."""
+        self.redis_stalls += 1
+        run(self.checker.stall_redis(3.0))
+
+    redis_stalls = 0
+
+
+StreamIntegrityAcrossGateways.TestCase.settings = settings(
+    max_examples=20 if SOAK else 2,
+    stateful_step_count=100 if SOAK else 25,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=list(HealthCheck),
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
+)
+TestStreamIntegrityAcrossGateways = StreamIntegrityAcrossGateways.TestCase
+
+
 def test_zz_checker_figures() -> None:
     """(Report) the checker's figures: events checked, resyncs, resumes, gaps, lines, usage
     frames."""
     print(f"stream-integrity checker: {json.dumps(TOTALS)}")
+    print(f"stream-integrity checker, two gateways on Redis: {json.dumps(SCALED)}")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     (ARTIFACTS / "checker.json").write_text(json.dumps(TOTALS, indent=2))
+    (ARTIFACTS / "checker-gateways.json").write_text(json.dumps(SCALED, indent=2))

@@ -84,7 +84,10 @@ def test_bad_option_prints_usage_not_traceback(tmp_path):
 @pytest_twisted.ensureDeferred
 async def test_twistd_daemon_answers_health(daemon):
     """``twistd -n cpstream`` started as a subprocess answers /api/health."""
-    assert await get_json(daemon.url + "/api/health") == (200, {"status": "ok", "instances": {}})
+    assert await get_json(daemon.url + "/api/health") == (
+        200,
+        {"status": "ok", "instances": {}, "broker": {"kind": "memory"}},
+    )
 
 
 @pytest_twisted.ensureDeferred

@@ -1,6 +1,7 @@
 """``cpstream``: the command line of the control plane.
 
     cpstream serve [daemon options]          the daemon (``twistd -n --pidfile= cpstream``)
+    cpstream gateway --broker redis://...    a stream gateway (``twistd ... cpstream-gateway``)
     cpstream [global options] COMMAND ...    a client of a running daemon (REST and /ws/)
 
 Global options (``--url``, ``--token``, ``--data-dir``, ``--json``) go before or
@@ -113,6 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "serve",
         help="run the daemon: twistd -n --pidfile= cpstream [options] ('cpstream serve --help')",
+        add_help=False,
+    )
+
+    sub.add_parser(
+        "gateway",
+        help="run a stream gateway: twistd -n --pidfile= cpstream-gateway --broker redis://..."
+        " ('cpstream gateway --help')",
         add_help=False,
     )
 
@@ -254,8 +262,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser = build_parser()
     argv, command_argv = _split_command(argv)
     args = parser.parse_args(argv)
-    if args.command == "serve":
-        parser.error("serve takes the daemon's options only: cpstream serve [options]")
+    if args.command in ("serve", "gateway"):
+        parser.error(f"{args.command} takes the daemon's options only: cpstream {args.command} ...")
     if command_argv and args.command != "create":
         parser.error("'-- CMD ARGS...' goes with create only")
     args.argv = command_argv
@@ -304,12 +312,12 @@ async def _run(reactor: Any, args: argparse.Namespace, finished: list[int]) -> N
     raise SystemExit(code)
 
 
-def serve(argv: list[str]) -> None:
-    """The daemon, exactly as ``python -m cpstream [options]``."""
+def serve(argv: list[str], plugin: str = "cpstream") -> None:
+    """The daemon, exactly as ``python -m cpstream [options]`` (or a gateway)."""
     from cpstream.__main__ import main as daemon
 
-    sys.argv = ["cpstream serve", *argv]
-    daemon()
+    sys.argv = [f"cpstream {'serve' if plugin == 'cpstream' else 'gateway'}", *argv]
+    daemon(plugin)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -317,6 +325,9 @@ def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["serve"]:
         serve(argv[1:])
+        return
+    if argv[:1] == ["gateway"]:
+        serve(argv[1:], "cpstream-gateway")
         return
     args = parse(argv)
     from twisted.internet import task

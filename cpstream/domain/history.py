@@ -29,8 +29,13 @@ class History:
     ) -> None:
         self.epoch = epoch
         self._hub = hub
-        self._after = after
-        self._pruned = pruned
+        self.after = after
+        self.pruned = pruned
+
+    @property
+    def seq(self) -> int:
+        """The last event's seq."""
+        return self._hub.seq
 
     def since(self, since: int, epoch: str) -> list[Frame] | str:
         """Every event after ``since`` (oldest first), or why they cannot be replayed."""
@@ -38,9 +43,9 @@ class History:
             return "epoch"
         if since > self._hub.seq:
             return "future"
-        if since < self._pruned():
+        if since < self.pruned():
             return "expired"
-        missed = self._after(since, REPLAY_LIMIT + 1)
+        missed = self.after(since, REPLAY_LIMIT + 1)
         if len(missed) > REPLAY_LIMIT:
             return "expired"
         return missed

@@ -28,6 +28,7 @@ from twisted.internet.interfaces import IReactorTime
 from cpstream.domain.meter import Meter
 
 Event = dict[str, Any]
+LAGGED = "lagged"
 QUEUE_SIZE = 256
 COALESCE = 0.0005
 
@@ -70,6 +71,7 @@ class Subscription:
         self._queue: DeferredQueue = DeferredQueue(size=size)
         self._bytes = 0
         self.lagged = False
+        self.reason = LAGGED
         self.paused = False
 
     # -- the subscriber's side ------------------------------------------------
@@ -86,6 +88,7 @@ class Subscription:
     def resynced(self) -> None:
         """The subscriber got a fresh snapshot: forget the lag and anything queued."""
         self.lagged = False
+        self.reason = LAGGED
         self._queue.pending.clear()
         self._bytes = 0
 
@@ -243,6 +246,18 @@ class Hub:
         """
         self._last_send = self._clock.seconds()
         self._window = max(self._coalesce, self._last_send - started)
+
+    def restart(self, seq: int, reason: str) -> None:
+        """The kind's past was replaced (another epoch, or history lost): every subscriber
+        gets a resync snapshot with ``reason`` at its next flush, and seq starts from ``seq``."""
+        self.seq = seq
+        for subscription in self._subscriptions:
+            subscription.lagged = True
+            subscription.reason = reason
+            subscription._queue.pending.clear()
+            self._dirty[subscription] = None
+        if self._dirty and self._flush_call is None:
+            self._flush_call = self._clock.callLater(0, self._flush)
 
     def subscribe(self, accepts: Callable[[Event], bool], subscriber: Subscriber) -> Subscription:
         """A new subscription handing frames to ``subscriber``; take the snapshot in the

@@ -142,6 +142,18 @@ class Registry:
             self.all(include_archived), include_archived, self._hub.seq, self.history.epoch
         )
 
+    def mirrored(self, instance_id: str) -> Frame | None:
+        """One instance as a gateway's mirror keeps it: its snapshot item and its place in
+        creation order; ``None`` once deleted."""
+        instance = self._by_id.get(instance_id)
+        if instance is None:
+            return None
+        return {"order": instance.created_at, "item": frames.instance_in_snapshot(instance)}
+
+    def ids(self) -> list[str]:
+        """Every instance's id (archived ones too), in creation order."""
+        return list(self._by_id)
+
     # -- changes -----------------------------------------------------------
 
     def create(

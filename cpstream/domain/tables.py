@@ -134,6 +134,10 @@ class SessionRows:
         row = self._db.execute("SELECT 1 FROM ended_sessions WHERE id = ?", (session_id,))
         return row.fetchone() is not None
 
+    def all(self) -> list[str]:
+        """Every ended session's id (for gateways, which refuse them too)."""
+        return [row[0] for row in self._db.execute("SELECT id FROM ended_sessions")]
+
     def prune(self, now: str) -> None:
         """Forget ended sessions that would have expired anyway."""
         self._db.execute("DELETE FROM ended_sessions WHERE expires_at < ?", (now,))

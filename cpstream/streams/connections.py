@@ -41,6 +41,8 @@ class Streams:
         self.settings = settings or StreamSettings()
         self.connections: set[StreamProtocol] = set()
         self.accepting = True
+        # why no stream may open yet (a gateway before its first load), or None
+        self.not_ready: str | None = None
         self._may_log = Every(clock, CAP_LOG_EVERY)
         self.refused = 0
         self._sweep = LoopingCall(self._sweep_idle)
@@ -81,6 +83,8 @@ class Streams:
 
     def admit(self) -> bool:
         """Whether one more connection may open now; refusals are logged sparingly."""
+        if self.not_ready is not None:
+            return False
         if self.accepting and len(self.connections) < self.max_connections:
             return True
         self.refused += 1

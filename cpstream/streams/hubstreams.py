@@ -78,9 +78,11 @@ class HubStream(StreamProtocol):
         self.send_json(frame if reason is None else frames.resync(frame, reason))
 
     def resync(self) -> None:
-        """The subscription lagged (frames were dropped): a resync snapshot now."""
+        """The subscription lagged (frames were dropped), or the hub restarted: a resync
+        snapshot now, with the subscription's reason."""
+        assert self._subscription is not None
         self._snapshot_owed = False
-        self._send_snapshot(reason="lagged")
+        self._send_snapshot(reason=self._subscription.reason)
 
     def resnapshot(self) -> None:
         """Answer a command with a snapshot, now or once the client reads again."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
@@ -129,7 +130,9 @@ class ControlAPI:
         messaging: Messaging,
         inbox: Inbox,
         usage: UsageSampler,
+        broker: Callable[[], dict[str, Any]] = lambda: {"kind": "memory"},
     ) -> None:
+        self._broker = broker
         self._registry = registry
         self._supervisor = supervisor
         self._logs = logs
@@ -163,7 +166,8 @@ class ControlAPI:
         if not principal_of(request).operator:
             return json_response(request, {"status": "ok"})
         instances = {i.name: {"status": i.status, "pid": i.pid} for i in self._registry.active()}
-        return json_response(request, {"status": "ok", "instances": instances})
+        body = {"status": "ok", "instances": instances, "broker": self._broker()}
+        return json_response(request, body)
 
     @app.route("/session", methods=["GET"])
     def session(self, request: IRequest) -> bytes:

@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,10 +60,17 @@ ANONYMOUS = Principal("anonymous")
 class Sessions:
     """Browser sessions: ``ID.EXPIRES.MAC`` cookies, the MAC keyed by the operator token."""
 
-    def __init__(self, token: str, rows: SessionRows, clock: Any) -> None:
+    def __init__(
+        self,
+        token: str,
+        rows: SessionRows,
+        clock: Any,
+        ended: Callable[[str], None] = lambda session_id: None,
+    ) -> None:
         self._key = token.encode("utf-8")
         self._rows = rows
         self._clock = clock
+        self._ended = ended
 
     def open(self) -> str:
         """A new session's cookie value."""
@@ -84,6 +92,7 @@ class Sessions:
         if parsed is not None:
             self._rows.prune(isotime(self._clock.seconds()))
             self._rows.end(parsed[0], isotime(parsed[1]))
+            self._ended(parsed[0])
 
     def _parse(self, value: str) -> tuple[str, int] | None:
         parts = value.split(".")
@@ -128,8 +137,10 @@ class Authenticator:
         sessions: Sessions,
         codes: LoginCodes,
         required: bool = True,
+        cookie_ports: tuple[int, ...] = (),
     ) -> None:
         self._token = token
+        self._cookie_ports = cookie_ports
         self._registry = registry
         self.sessions = sessions
         self.codes = codes
@@ -145,9 +156,11 @@ class Authenticator:
                 return OPERATOR
             instance = self._registry.by_token(bearer)
             return Principal("agent", instance.name) if instance is not None else None
-        cookie = request.getCookie(cookie_name(request))
-        if cookie is not None and self.sessions.check(cookie.decode("latin-1")):
-            return OPERATOR
+        names = [cookie_name(request), *(port_cookie(port) for port in self._cookie_ports)]
+        for name in names:
+            cookie = request.getCookie(name)
+            if cookie is not None and self.sessions.check(cookie.decode("latin-1")):
+                return OPERATOR
         return None
 
     def login(self, secret: str) -> bool:
@@ -158,7 +171,12 @@ class Authenticator:
 def cookie_name(request: Any) -> bytes:
     """The session cookie's name on this listener: two daemons on one host (different
     ports) must not overwrite each other's sessions."""
-    port = getattr(request.getHost(), "port", None)
+    return port_cookie(getattr(request.getHost(), "port", None))
+
+
+def port_cookie(port: int | None) -> bytes:
+    """The session cookie's name on a listener on ``port`` (a gateway also accepts the
+    control plane's, named after the control plane's port)."""
     return COOKIE if port is None else COOKIE + b"_" + str(port).encode()
 
 

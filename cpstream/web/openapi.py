@@ -340,6 +340,14 @@ def _schemas() -> dict[str, Any]:
                         ["status", "pid"],
                     ),
                 },
+                "broker": {
+                    "type": "object",
+                    "description": "where stream events go (for the operator only): kind"
+                    " memory, or redis with reachable, live (caught up), connection_failures,"
+                    " published, resets",
+                    "properties": {"kind": {"enum": ["memory", "redis"]}},
+                    "required": ["kind"],
+                },
             },
             ["status"],
         ),

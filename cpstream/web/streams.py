@@ -36,7 +36,8 @@ class StreamResource(WebSocketResource):
                 request, 400, "this is a WebSocket endpoint: send an Upgrade request"
             )
         if not self._streams.admit():
-            return error_response(request, 503, "too many stream connections")
+            why = self._streams.not_ready or "too many stream connections"
+            return error_response(request, 503, why)
         return super().render(request)
 
 
@@ -85,6 +86,22 @@ class _Instances(_Branch):
         return _InstanceLogs(self._logs)
 
 
+def stream_tree(
+    instances: StreamFactory,
+    messages: StreamFactory,
+    logs: StreamFactory,
+    echo: StreamFactory | None = None,
+) -> Resource:
+    """The ``/ws/`` resource tree of these endpoints' factories (a control plane's, or a
+    gateway's: the same tree, fed otherwise)."""
+    root = _Branch()
+    root.putChild(b"instances", _Instances(StreamResource(instances), StreamResource(logs)))
+    root.putChild(b"messages", _Branch(StreamResource(messages)))
+    if echo is not None:
+        root.putChild(b"echo", _Branch(StreamResource(echo)))
+    return root
+
+
 def build_streams(
     streams: Streams,
     registry: Registry,
@@ -96,12 +113,9 @@ def build_streams(
     echo: bool = False,
 ) -> Resource:
     """The ``/ws/`` resource tree; ``/ws/echo`` only when ``echo`` is set."""
-    instances = StreamResource(InstancesFactory(streams, instances_hub, registry))
-    logs_resource = StreamResource(LogsFactory(streams, registry, logs, tails))
-    messages = StreamResource(MessagesFactory(streams, messages_hub, messaging))
-    root = _Branch()
-    root.putChild(b"instances", _Instances(instances, logs_resource))
-    root.putChild(b"messages", _Branch(messages))
-    if echo:
-        root.putChild(b"echo", _Branch(StreamResource(EchoFactory(streams))))
-    return root
+    return stream_tree(
+        InstancesFactory(streams, instances_hub, registry),
+        MessagesFactory(streams, messages_hub, messaging),
+        LogsFactory(streams, registry, logs, tails),
+        EchoFactory(streams) if echo else None,
+    )
