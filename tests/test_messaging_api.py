@@ -8,6 +8,7 @@ import pytest_twisted
 from twisted.internet import defer, protocol
 from twisted.logger import formatEvent, globalLogPublisher
 
+from cpstream.domain.inbox import Inbox
 from tests.support import (
     Daemon,
     get_json,
@@ -196,7 +197,7 @@ class Hanging(protocol.Protocol):
 async def test_disconnected_long_poll_leaks_nothing(cp, reactor):
     """A receiver that hangs up while waiting is forgotten; the message stays queued."""
     await setup_pair(cp)
-    inbox = cp.service.workers[0]
+    [inbox] = [w for w in cp.service.workers if isinstance(w, Inbox)]
     port = cp.service.web.port.getHost().port
     factory = protocol.ClientFactory.forProtocol(Hanging)
     factory.request = (
@@ -219,7 +220,7 @@ async def test_concurrent_long_polls_get_distinct_messages(cp):
     await setup_pair(cp)
     url = cp.api("/instances/b/messages/pending?wait=20")
     polls = [defer.ensureDeferred(get_json(url)) for _ in range(5)]
-    inbox = cp.service.workers[0]
+    [inbox] = [w for w in cp.service.workers if isinstance(w, Inbox)]
     await wait_for(lambda: inbox.waiting == 5)
     sent = [(await post_json(cp.api("/messages"), send_body()))[1]["id"] for _ in range(5)]
     got = [(await poll)[1]["message"]["id"] for poll in polls]
