@@ -12,14 +12,13 @@ difference. Prints p50 and worst, in milliseconds:
 
 from __future__ import annotations
 
-import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
 
-from twisted.internet import defer, task
+from twisted.internet import defer
 
+from bench.common import probe_main
 from tests.redis import GatewayProcess, RedisServer, redis_binary
 from tests.stats import percentile
 from tests.support import Daemon, instance_log, post_json, sleep
@@ -94,21 +93,7 @@ async def _measure(cp: Daemon, gateway: GatewayProcess, data: Path, count: int) 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--count", type=int, default=50)
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
-
-    async def run(reactor):
-        result = await measure(reactor, args.count)
-        if args.json:
-            print(json.dumps(result))
-        else:
-            for name, figures in result.items():
-                p50, worst = figures["p50"], figures["worst"]
-                print(f"{name:26} p50 {p50:6.2f} ms  worst {worst:6.2f} ms  n={args.count}")
-
-    task.react(lambda reactor: defer.ensureDeferred(run(reactor)))
+    probe_main(__doc__, measure, 50)
 
 
 if __name__ == "__main__":

@@ -58,3 +58,27 @@ def parse_command(line: str) -> tuple[str, list[int]]:
     if not words:
         return "", []
     return words[0], [int(float(w)) for w in words[1:]]
+
+
+def probe_main(doc: str, measure, count: int) -> None:
+    """The command line of a latency probe (``--count N [--json]``): run ``measure(reactor,
+    count)`` on the reactor and print its figures, in ms, one line per name."""
+    import argparse
+
+    from twisted.internet import defer, task
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--count", type=int, default=count)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    async def run(reactor) -> None:
+        result = await measure(reactor, args.count)
+        if args.json:
+            print(json.dumps(result))
+            return
+        for name, figures in result.items():
+            cells = "  ".join(f"{key} {value:7.2f} ms" for key, value in figures.items())
+            print(f"{name:26} {cells}  n={args.count}")
+
+    task.react(lambda reactor: defer.ensureDeferred(run(reactor)))

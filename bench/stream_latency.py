@@ -10,16 +10,15 @@ Prints median and worst of each, in milliseconds:
 
 from __future__ import annotations
 
-import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
 
-from twisted.internet import defer, task
+from twisted.internet import defer
 
+from bench.common import probe_main
 from tests.stats import percentile
-from tests.support import Daemon, post_json, sleep
+from tests.support import Daemon, instance_log, post_json, sleep
 from tests.wsclient import WSClient
 
 
@@ -42,8 +41,7 @@ async def measure(reactor, count: int) -> dict:
                 rest.append((time.perf_counter() - started) * 1000)
                 assert frame["type"] == "instance_created", frame
                 await d
-            log_path = Path(tmp) / "instances" / "lat-0" / "logs" / "daemon.log"
-            log_path.parent.mkdir(parents=True, exist_ok=True)
+            log_path = instance_log(Path(tmp), "lat-0")
             log_path.touch()
             logs = await WSClient.connect(daemon.url, "/ws/instances/lat-0/logs")
             await logs.frame()
@@ -67,21 +65,7 @@ async def measure(reactor, count: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--count", type=int, default=20)
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
-
-    async def run(reactor):
-        result = await measure(reactor, args.count)
-        if args.json:
-            print(json.dumps(result))
-        else:
-            for name, figures in result.items():
-                median, worst = figures["median"], figures["worst"]
-                print(f"{name:22} median {median:7.1f} ms  worst {worst:7.1f} ms  n={args.count}")
-
-    task.react(lambda reactor: defer.ensureDeferred(run(reactor)))
+    probe_main(__doc__, measure, 20)
 
 
 if __name__ == "__main__":
