@@ -16,6 +16,7 @@ from twisted.internet import reactor as global_reactor
 from twisted.internet.protocol import ProcessProtocol
 
 import cpstream
+from cpstream.domain import tokens
 from tests.support import (
     Daemon,
     create,
@@ -403,3 +404,11 @@ async def test_ls_watch_reprints_on_change(daemon):
         assert follower.lines.count(follower.lines[0]) == 2  # the header, twice
     finally:
         await follower.stop()
+
+
+def test_a_new_token_never_reads_as_an_option(monkeypatch) -> None:
+    """A drawn token that begins with '-' (argparse would take `--token -X...` for a
+    missing value) is discarded: a CI run failed on one such operator token."""
+    draws = iter(["-starts-like-an-option", "Xa_fine-token"])
+    monkeypatch.setattr(tokens.secrets, "token_urlsafe", lambda n: next(draws))
+    assert tokens.new_token() == "Xa_fine-token"

@@ -17,8 +17,13 @@ TOKEN_BYTES = 32
 
 
 def new_token() -> str:
-    """A fresh URL-safe token of 256 random bits."""
-    return secrets.token_urlsafe(TOKEN_BYTES)
+    """A fresh URL-safe token of 256 random bits that does not begin with ``-``: one
+    that did (1 in 64) would be read as an option on a command line (``cpstream --token
+    -Xy...`` fails in argparse), so such a draw is discarded."""
+    token = secrets.token_urlsafe(TOKEN_BYTES)
+    while token.startswith("-"):
+        token = secrets.token_urlsafe(TOKEN_BYTES)
+    return token
 
 
 def hash_token(token: str) -> str:
