@@ -16,11 +16,10 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
-import pytest_twisted
-from twisted.internet import defer
 from twisted.internet import reactor as global_reactor
 from twisted.internet.task import deferLater
 
@@ -91,9 +90,14 @@ class RedisServer:
         return argv + ["--loglevel", "warning", "--protected-mode", "no"]
 
     def start(self) -> RedisServer:
-        """:meth:`start_async` from synchronous code (fixtures, Hypothesis rules): the
-        reactor keeps running while it waits."""
-        return pytest_twisted.blockon(defer.ensureDeferred(self.start_async()))
+        """Start it and wait (bounded) for PONG; for fixtures, outside the reactor."""
+        self._spawn()
+        deadline = time.monotonic() + START_TIMEOUT
+        while not ping(self.port):
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise RuntimeError(f"redis-server did not answer on {self.port}")
+            time.sleep(0.02)
+        return self
 
     async def start_async(self) -> RedisServer:
         """Start it and wait for PONG without holding the reactor."""

@@ -13,10 +13,10 @@ def test_shared_server_answers(redis_url: str, redis_server: RedisServer) -> Non
     assert redis_server.command("DBSIZE") == b":1\r\n"
 
 
-async def test_private_server_restarts_with_its_data(private_redis: RedisServer) -> None:
+def test_private_server_restarts_with_its_data(private_redis: RedisServer) -> None:
     """A private server stopped with SHUTDOWN SAVE comes back with its keys."""
     private_redis.command("SET", "kept", "yes")
     private_redis.stop()
     assert not ping(private_redis.port)
-    await private_redis.start_async()
+    private_redis.start()
     assert private_redis.command("GET", "kept") == b"$3\r\nyes\r\n"
