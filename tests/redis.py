@@ -16,16 +16,20 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
+import threading
+from collections import deque
 from pathlib import Path
+from typing import Any
 
 import pytest
+from twisted.internet import defer
 from twisted.internet import reactor as global_reactor
 from twisted.internet.task import deferLater
 
 from tests.support import Daemon
 
 START_TIMEOUT = 10.0
+READY = b"Ready to accept connections"
 
 
 def redis_binary() -> str | None:
@@ -66,6 +70,45 @@ def ping(port: int, timeout: float = 0.5) -> bool:
         return False
 
 
+class _Output(threading.Thread):
+    """Reads a redis-server's log from its pipe (so it never blocks on a full pipe), keeps
+    the last lines, and says once when it is ready or gone."""
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(daemon=True, name="redis-server output")
+        self._stream = stream
+        self.lines: deque[bytes] = deque(maxlen=50)
+        self.settled = threading.Event()
+        self.ready = False
+        self._waiters: list[defer.Deferred] = []
+        self._lock = threading.Lock()
+
+    def run(self) -> None:
+        for line in self._stream:
+            self.lines.append(line)
+            if READY in line and not self.settled.is_set():
+                self.ready = True
+                self._settle()
+        self._settle()  # end of output: it exited
+
+    def _settle(self) -> None:
+        with self._lock:
+            self.settled.set()
+            waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            global_reactor.callFromThread(waiter.callback, None)
+
+    def when_settled(self) -> defer.Deferred:
+        """Fires on the reactor once the server is ready or gone."""
+        waiter: defer.Deferred = defer.Deferred()
+        with self._lock:
+            if not self.settled.is_set():
+                self._waiters.append(waiter)
+                return waiter
+        waiter.callback(None)
+        return waiter
+
+
 class RedisServer:
     """One ``redis-server`` process on 127.0.0.1, without persistence unless ``persist``.
 
@@ -79,6 +122,7 @@ class RedisServer:
         self.persist = persist
         self.folder = Path(tempfile.mkdtemp(prefix="cpstream-redis-"))
         self.process: subprocess.Popen | None = None
+        self._output: _Output | None = None
 
     @property
     def url(self) -> str:
@@ -87,33 +131,36 @@ class RedisServer:
     def _argv(self) -> list[str]:
         argv = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
         argv += ["--appendonly", "no", "--dir", str(self.folder), "--daemonize", "no"]
-        return argv + ["--loglevel", "warning", "--protected-mode", "no"]
+        return argv + ["--loglevel", "notice", "--protected-mode", "no"]
 
     def start(self) -> RedisServer:
-        """Start it and wait (bounded) for PONG; for fixtures, outside the reactor."""
-        self._spawn()
-        deadline = time.monotonic() + START_TIMEOUT
-        while not ping(self.port):
-            if time.monotonic() > deadline or self.process.poll() is not None:
-                raise RuntimeError(f"redis-server did not answer on {self.port}")
-            time.sleep(0.02)
-        return self
+        """Start it and wait (bounded) until it says it is ready; for fixtures, outside
+        the reactor."""
+        output = self._spawn()
+        output.settled.wait(START_TIMEOUT)
+        return self._answering()
 
     async def start_async(self) -> RedisServer:
-        """Start it and wait for PONG without holding the reactor."""
-        self._spawn()
-        deadline = global_reactor.seconds() + START_TIMEOUT
-        while not ping(self.port, timeout=0.05):
-            if global_reactor.seconds() > deadline or self.process.poll() is not None:
-                raise RuntimeError(f"redis-server did not answer on {self.port}")
-            await deferLater(global_reactor, 0.02, lambda: None)
-        return self
+        """Start it and wait until it says it is ready, without holding the reactor."""
+        output = self._spawn()
+        await output.when_settled().addTimeout(START_TIMEOUT, global_reactor)
+        return self._answering()
 
-    def _spawn(self) -> None:
+    def _spawn(self) -> _Output:
         assert self.process is None or self.process.poll() is not None
         self.process = subprocess.Popen(
-            self._argv(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            self._argv(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )
+        self._output = _Output(self.process.stdout)
+        self._output.start()
+        return self._output
+
+    def _answering(self) -> RedisServer:
+        """It said it is ready: it answers PONG, or the error says what it printed."""
+        if not self._output.ready or not ping(self.port, timeout=2):
+            said = b"".join(self._output.lines).decode(errors="replace")
+            raise RuntimeError(f"redis-server did not answer on {self.port}:\n{said}")
+        return self
 
     def command(self, *args: str) -> bytes:
         """One command over a short blocking socket (tests only): the raw reply."""
