@@ -9,6 +9,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer
 
+from cpstream.domain.children import process_environ
 from cpstream.domain.instances import IllegalTransition
 from cpstream.domain.registry import Registry
 from cpstream.domain.store import Store
@@ -39,6 +40,12 @@ def setup(tmp_path):
     made = Setup(tmp_path)
     yield made
     made.kill_all()
+
+
+async def execed(instance) -> None:
+    """Wait until the child runs its command: until then (forked, not yet exec'd) its
+    environment is its parent's, and nothing tells it apart from a stranger's pid."""
+    await wait_for(lambda: process_environ(instance.pid).get("CPSTREAM_INSTANCE_ID") == instance.id)
 
 
 def group_members(pgid: int) -> list[int]:
@@ -286,6 +293,7 @@ async def test_a_new_supervisor_adopts_running_children(setup):
     setup.supervisor.start(instance)
     setup.clock.advance(1)
     pid = instance.pid
+    await execed(instance)
     await setup.supervisor.stopService()
     assert os.path.exists(f"/proc/{pid}")
 
@@ -306,6 +314,7 @@ async def test_adopted_child_exit_is_noticed_by_the_health_loop(setup):
     setup.supervisor.start(instance)
     setup.clock.advance(1)
     pid = instance.pid
+    await execed(instance)
     await setup.supervisor.stopService()
     registry = setup.new_registry()
     setup.new_supervisor(registry)
@@ -357,6 +366,7 @@ async def test_an_exit_after_the_supervisor_stopped_records_nothing(setup):
     setup.supervisor.start(instance)
     setup.clock.advance(1)
     pid = instance.pid
+    await execed(instance)
     await setup.supervisor.stopService()
     setup.store.close()
     os.killpg(pid, 9)
