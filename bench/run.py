@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 from bench.fanout import fanout, idle_memory
+from bench.gcpause import gc_pause
 from bench.harness import ROOT, SERVERS
 from bench.logs import log_flood, log_latency
 from bench.messages import run_messages
@@ -210,6 +211,22 @@ def table(results: dict) -> str:
             f" (quiet {med['quiet_late_p99_ms']:.1f} / {high['quiet_late_max_ms']:.1f})",
             "",
         )
+    if "gcpause" in own:
+        pause = own["gcpause"]
+
+        def ms(variant: str) -> str:
+            found = pause[variant]
+            return (
+                f"{found['median']['full_gc_ms']:.1f} ({found['min']['full_gc_ms']:.1f}–"
+                f"{found['max']['full_gc_ms']:.1f})"
+            )
+
+        own_row(
+            f"a full GC pass, {pause['instances']} instances and {pause['clients']:,} idle"
+            " clients: start-up objects frozen (the daemon) / not (ms)",
+            f"{ms('frozen')} / {ms('plain')}",
+            "",
+        )
     if "backlog" in own:
         backlog = own["backlog"]
         own_row(
@@ -299,6 +316,7 @@ def main() -> None:
         ("resume", resume_time),
         ("backlog", backlog_time),
         ("sampling", lambda: sampling_cost(repeat=repeat)),
+        ("gcpause", lambda: gc_pause(repeat=repeat)),
     ):
         if wanted(name):
             results["cpstream"][name] = run()

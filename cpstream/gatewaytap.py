@@ -26,7 +26,7 @@ from cpstream.broker.feed import RedisFeed
 from cpstream.domain.broker import INSTANCES, MESSAGES
 from cpstream.domain.hub import Hub
 from cpstream.domain.mirror import InstancesView, MessagesView, Mirror
-from cpstream.service import Gateway, WebService
+from cpstream.service import Gateway, WebService, freeze_startup
 from cpstream.streams.connections import Streams
 from cpstream.streams.hubstreams import InstancesFactory, MessagesFactory
 from cpstream.streams.logproxy import ProxiedLogsFactory
@@ -101,13 +101,18 @@ def mirrors(reactor: Any) -> dict[str, Mirror]:
 
 
 def makeService(config: Options, reactor: Any = None) -> Gateway:  # noqa: N802 (Twisted API)
-    """Build a gateway from parsed options, every part on ``reactor``."""
+    """Build a gateway from parsed options, every part on ``reactor``; without a reactor
+    (twistd's call) it owns its process, and freezes its objects once the streams are
+    loaded (as :func:`cpstream.tap.makeService` does)."""
+    owns_process = reactor is None
     if reactor is None:
         from twisted.internet import reactor
     kept = mirrors(reactor)
     streams = Streams(reactor, config["idle-timeout"], config["max-connections"])
     streams.not_ready = "the gateway has not loaded the streams from its broker yet: retry"
-    feed = RedisFeed(reactor, config["broker"], kept, on_loaded=lambda: _ready(streams))
+    feed = RedisFeed(
+        reactor, config["broker"], kept, on_loaded=lambda: _ready(streams, owns_process)
+    )
     token = config["token"] or ""
     instances = InstancesFactory(streams, kept[INSTANCES].hub, InstancesView(kept[INSTANCES]))
     messages = MessagesFactory(streams, kept[MESSAGES].hub, MessagesView(kept[MESSAGES]))
@@ -133,9 +138,11 @@ def makeService(config: Options, reactor: Any = None) -> Gateway:  # noqa: N802 
     return Gateway(web, feed, streams)
 
 
-def _ready(streams: Streams) -> None:
+def _ready(streams: Streams, owns_process: bool) -> None:
     """The first load is done: streams may open (their snapshots are the broker's)."""
     streams.not_ready = None
+    if owns_process:
+        freeze_startup()
 
 
 def _port_of(control: str | None) -> tuple[int, ...]:

@@ -9,6 +9,7 @@ control plane adopts them.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
@@ -19,6 +20,14 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 
 from cpstream.domain.store import Store
+
+
+def freeze_startup() -> None:
+    """Collect, then move everything still alive (modules, classes, the loaded state) out
+    of the cyclic collector's reach: a full collection, which stops the reactor, then
+    scans only what came later (bench/gcpause.py). For a process the daemon owns."""
+    gc.collect()
+    gc.freeze()
 
 
 class WebService(Service):

@@ -37,7 +37,7 @@ from cpstream.domain.store import Store
 from cpstream.domain.supervisor import Supervisor
 from cpstream.domain.tokens import operator_token
 from cpstream.domain.usage import INTERVAL, GroupReader, UsageSampler, in_thread
-from cpstream.service import ControlPlane, WebService
+from cpstream.service import ControlPlane, WebService, freeze_startup
 from cpstream.streams.connections import Streams
 from cpstream.streams.settings import prepare_frame
 from cpstream.web.api import ControlAPI
@@ -244,7 +244,13 @@ def local_only(listen: str) -> bool:
 
 
 def makeService(config: Options, reactor: Any = None) -> ControlPlane:  # noqa: N802 (Twisted API)
-    """Build the control plane from parsed options, every part on ``reactor``."""
+    """Build the control plane from parsed options, every part on ``reactor``.
+
+    Without a reactor (twistd's call) the daemon owns its process: once started it
+    freezes its start-up objects out of the garbage collector. Tests and benchmarks
+    pass their reactor and share their process: they keep it as it is.
+    """
+    owns_process = reactor is None
     if reactor is None:
         from twisted.internet import reactor
     data_dir = Path(config["data-dir"]).expanduser()
@@ -313,6 +319,8 @@ def makeService(config: Options, reactor: Any = None) -> ControlPlane:  # noqa: 
     on_ready: tuple[Any, ...] = (lambda: _welcome(web, auth),)
     if config["demo"]:
         on_ready += (lambda: seed_demo(registry, supervisor, rules),)
+    if owns_process:
+        on_ready += (freeze_startup,)
     return ControlPlane(
         store,
         web,
