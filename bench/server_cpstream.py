@@ -3,7 +3,8 @@
 Events go through the real publish path: ``Registry.set_status`` (the code the
 REST API and the supervisor use) stores the change and publishes it to the
 hub, which fans it out to every ``/ws/instances`` client. Latency is measured
-from each frame's own ``timestamp``, stamped at publish.
+from each frame's own ``timestamp``, stamped at publish. Once set up it freezes its
+start-up objects out of the garbage collector, as the daemon does once ready.
 
     python -m bench.server_cpstream [--instances N] [--broker memory|redis://HOST:PORT/DB]
 """
@@ -17,6 +18,7 @@ from pathlib import Path
 from twisted.internet import reactor, stdio
 
 from bench.commands import Commands
+from cpstream.service import freeze_startup
 from cpstream.tap import Options, makeService
 
 
@@ -55,6 +57,7 @@ def main() -> None:
             for n in range(args.instances - len(registry.active())):
                 registry.create(f"i{n:05d}", port=20000 + n, health="process")
     commands = StatusFlipper(reactor, registry, bench)
+    freeze_startup()
     stdio.StandardIO(commands)
     token = (Path(data_dir) / "operator.token").read_text().strip()
     commands.say(f"ready {service.web.port.getHost().port} {token}")
