@@ -36,18 +36,14 @@ from tests.support import ARTIFACTS, kill_processes_with, sleep
 SOAK = os.environ.get("CPSTREAM_SOAK") == "1"
 NAMES = st.sampled_from(["a", "b", "c"])
 TOTALS = {"runs": 0, "events": 0, "resyncs": 0, "resumes": 0, "gaps": 0, "lines": 0, "usage": 0}
-SCALED = {
-    "runs": 0,
-    "events": 0,
-    "resyncs": 0,
-    "resumes": 0,
-    "gaps": 0,
-    "lines": 0,
-    "usage": 0,
-    "kills": 0,
-    "redis_restarts": 0,
-    "stalls": 0,
-    "moves": 0,
+SCALED = {**TOTALS, "kills": 0, "redis_restarts": 0, "stalls": 0, "moves": 0}
+# A real daemon is not deterministic enough to shrink against: a failure is reported with
+# the steps that found it (and the blob that replays those steps).
+RUN_AS_FOUND = {
+    "deadline": None,
+    "print_blob": True,
+    "suppress_health_check": list(HealthCheck),
+    "phases": [Phase.explicit, Phase.reuse, Phase.generate],
 }
 
 
@@ -264,14 +260,7 @@ class StreamIntegrity(RuleBasedStateMachine):
 
 
 StreamIntegrity.TestCase.settings = settings(
-    max_examples=40 if SOAK else 3,
-    stateful_step_count=120 if SOAK else 25,
-    deadline=None,
-    print_blob=True,
-    suppress_health_check=list(HealthCheck),
-    # A real daemon is not deterministic enough to shrink against: a failure is reported
-    # with the steps that found it (and the blob that replays those steps).
-    phases=[Phase.explicit, Phase.reuse, Phase.generate],
+    max_examples=40 if SOAK else 3, stateful_step_count=120 if SOAK else 25, **RUN_AS_FOUND
 )
 TestStreamIntegrity = StreamIntegrity.TestCase
 
@@ -346,12 +335,7 @@ class StreamIntegrityAcrossGateways(StreamIntegrity):
 
 
 StreamIntegrityAcrossGateways.TestCase.settings = settings(
-    max_examples=20 if SOAK else 2,
-    stateful_step_count=100 if SOAK else 25,
-    deadline=None,
-    print_blob=True,
-    suppress_health_check=list(HealthCheck),
-    phases=[Phase.explicit, Phase.reuse, Phase.generate],
+    max_examples=20 if SOAK else 2, stateful_step_count=100 if SOAK else 25, **RUN_AS_FOUND
 )
 TestStreamIntegrityAcrossGateways = StreamIntegrityAcrossGateways.TestCase
 

@@ -60,7 +60,7 @@ class RedisPublisher(Service):
         self._sources: dict[str, Source] = {}
         self._live: dict[str, bool] = {}
         self._sent: dict[str, int] = {}
-        self._pending: dict[str, list[Event]] = {}
+        self._pending: dict[str, list[tuple[Event, bytes]]] = {}
         self._flush_call: Any = None
         self._proto: Any = None
         self._ended_sessions: Callable[[], list[str]] = list
@@ -128,11 +128,12 @@ class RedisPublisher(Service):
 
     # -- live ----------------------------------------------------------------------
 
-    def _relay(self, topic: str, event: Event) -> None:
-        """An event was committed and published locally: send it with this turn's others."""
+    def _relay(self, topic: str, event: Event, text: bytes) -> None:
+        """An event was committed and published locally (``text``: the encoding its local
+        subscribers got): send it with this turn's others."""
         if not self._live.get(topic):
             return  # Redis is behind: the catch-up reads it from the database
-        self._pending.setdefault(topic, []).append(event)
+        self._pending.setdefault(topic, []).append((event, text))
         if self._flush_call is None:
             self._flush_call = self.reactor.callLater(0, self._flush)
 
@@ -140,17 +141,19 @@ class RedisPublisher(Service):
         self._flush_call = None
         pending, self._pending = self._pending, {}
         proto = self._proto
-        for topic, events in pending.items():
+        for topic, batch in pending.items():
             if proto is None or not self._live.get(topic):
                 continue
-            self._send(proto, topic, events)
+            self._send(proto, topic, batch)
 
-    def _send(self, proto: Any, topic: str, events: list[Event]) -> defer.Deferred:
-        """One PUBLISH script call for a batch that follows what was sent before."""
+    def _send(self, proto: Any, topic: str, batch: list[tuple[Event, bytes]]) -> defer.Deferred:
+        """One PUBLISH script call for a batch (each event with its encoding) that follows
+        what was sent before."""
         keys = Keys.of(self.prefix, topic)
         prev = self._sent[topic]
-        encoded = [encode(event) for event in events]
-        appended = [(e["seq"], text) for e, text in zip(events, encoded, strict=True) if "seq" in e]
+        events = [event for event, _ in batch]
+        encoded = [text for _, text in batch]
+        appended = [(e["seq"], text) for e, text in batch if "seq" in e]
         last = appended[-1][0] if appended else prev
         states = {
             key: b"" if value is None else encode(value)
@@ -245,7 +248,7 @@ class RedisPublisher(Service):
                     topic=topic,
                     seq=held,
                 )
-                yield self._send(proto, topic, missed)
+                yield self._send(proto, topic, [(event, encode(event)) for event in missed])
             return
         reset = self._reset(proto, topic, keys, top)
         self._sent[topic] = top

@@ -23,7 +23,7 @@ from twisted.application.service import Service
 
 from cpstream.domain.frames import Frame
 from cpstream.domain.history import History
-from cpstream.domain.hub import Event, Hub
+from cpstream.domain.hub import Event, Hub, encode
 
 INSTANCES, MESSAGES = "instances", "messages"
 TOPICS = (INSTANCES, MESSAGES)
@@ -91,19 +91,22 @@ def _nothing(session_id: str) -> None:
 
 
 class RelayHub(Hub):
-    """A hub that also hands every event it publishes to ``relay(topic, event)``."""
+    """A hub that also hands every event it publishes to ``relay(topic, event, text)``,
+    ``text`` being the one encoding its subscribers get too."""
 
     def __init__(
-        self, topic: str, relay: Callable[[str, Event], None], *args: Any, **kwargs: Any
+        self, topic: str, relay: Callable[[str, Event, bytes], None], *args: Any, **kwargs: Any
     ) -> None:
         super().__init__(*args, **kwargs)
         self._topic = topic
         self._relay = relay
 
-    def publish(self, event: Event) -> None:
-        super().publish(event)
-        self._relay(self._topic, event)
+    def publish(self, event: Event, text: bytes | None = None) -> None:
+        text = encode(event) if text is None else text
+        super().publish(event, text)
+        self._relay(self._topic, event, text)
 
-    def broadcast(self, frame: Event) -> None:
-        super().broadcast(frame)
-        self._relay(self._topic, frame)
+    def broadcast(self, frame: Event, text: bytes | None = None) -> None:
+        text = encode(frame) if text is None else text
+        super().broadcast(frame, text)
+        self._relay(self._topic, frame, text)

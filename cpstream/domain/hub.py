@@ -178,26 +178,27 @@ class Hub:
         self._flush_call: Any = None
         self.seq = seq
 
-    def publish(self, event: Event) -> None:
-        """Encode once and fan out one event stamped with its ``seq`` and ``timestamp``."""
+    def publish(self, event: Event, text: bytes | None = None) -> None:
+        """Encode once and fan out one event stamped with its ``seq`` and ``timestamp``
+        (``text``: its :func:`encode`, when the caller has it already)."""
         assert event["seq"] > self.seq, (event["seq"], self.seq)
         self.seq = event["seq"]
-        self._fan_out(event)
+        self._fan_out(event, text)
 
-    def broadcast(self, frame: Event) -> None:
+    def broadcast(self, frame: Event, text: bytes | None = None) -> None:
         """Encode once and fan out a frame that is not history (no ``seq``): the same
         queues, lag and coalescing as an event, but nothing to replay on a resume."""
         assert "seq" not in frame, frame
-        self._fan_out(frame)
+        self._fan_out(frame, text)
 
-    def _fan_out(self, event: Event) -> None:
+    def _fan_out(self, event: Event, text: bytes | None) -> None:
         now = self._clock.seconds()
         at_once = self._flush_call is None and now - self._last_send >= self._window
         frame, size, written = None, 0, 0
         for subscription in list(self._subscriptions):
             if subscription.accepts(event):
                 if frame is None:
-                    frame = self._prepare(encode(event))
+                    frame = self._prepare(text if text is not None else encode(event))
                     size = self._size(frame)
                 if subscription.offer(frame, size, at_once):
                     self._dirty[subscription] = None
